@@ -1,0 +1,351 @@
+"""Spiking layers: a synapse (dense, convolution, transposed convolution) feeding a cell,
+run over time with one ``lax.scan`` helper.
+
+Inputs and outputs are time-major ``[T, B, ...]`` (features last: ``[T, B, N]``
+for dense layers, ``[T, B, H, W, C]`` for convolutions).
+
+Two ways to run a layer over time give identical spikes:
+
+* **hoisted** - the synapse of all ``T*B`` rows is one matmul/convolution
+  outside the scan; only the elementwise membrane recurrence is scanned.
+  Fast (one large GEMM), but holds the ``[T, B, N]`` currents and their
+  gradient.
+* **per-step** - the synapse is applied inside the scan to ``x_t``. Smaller
+  GEMMs, no ``[T, B, N]`` current buffer; combined with ``remat_chunk`` it
+  keeps memory O(T / chunk + chunk) in the backward pass.
+
+``hoist=None`` (default) picks hoisted unless ``remat_chunk`` is set (see
+``bench/lif_layer.py`` for the measurements behind this choice).
+
+Each layer returns ``(outputs, aux)``. ``aux`` holds per-example counts the
+energy model needs, gathered in the same pass:
+
+* ``spike_count`` ``[B]`` - output spikes summed over time and neurons;
+* ``firing_rate`` ``[B]`` - spikes per neuron per step;
+* ``synops`` ``[B]`` - accumulate operations: input events (non-zero
+  inputs) times the synapses each one drives, exact for padded/strided
+  convolutions, plus one addition per neuron and step for the bias;
+* ``macs`` ``[B]`` - the same count when the layer is declared to receive
+  real-valued input (``input_kind="analog"``), where each event is a
+  multiply-accumulate.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxspike import cells as cells_lib
+from jaxspike import encoding
+
+Array = jax.Array
+
+__all__ = [
+    "scan_time",
+    "SpikingDense",
+    "SpikingConv",
+    "SpikingConvTranspose",
+    "DenseReadout",
+    "READOUT_MODES",
+]
+
+READOUT_MODES = ("mean", "last", "max", "sequence")
+
+
+def scan_time(
+    step: Callable[[Any, Any], tuple[Any, Any]],
+    carry: Any,
+    xs: Any,
+    *,
+    unroll: int = 1,
+    remat_chunk: int = 0,
+) -> tuple[Any, Any]:
+    """``lax.scan`` over the leading (time) axis, optionally rematerialised.
+
+    With ``remat_chunk = K > 0`` the sequence is cut into chunks of ``K``
+    steps; each chunk's forward pass is recomputed in the backward pass
+    (``jax.checkpoint``), so only one carry per chunk is stored. A remainder
+    of ``T mod K`` steps runs as a plain scan. ``K ~ sqrt(T)`` balances
+    stored carries against recomputation (Chen et al. 2016, "Training deep
+    nets with sublinear memory cost").
+    """
+    num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    if remat_chunk < 0:
+        raise ValueError(f"remat_chunk must be >= 0, got {remat_chunk}")
+    if not remat_chunk or remat_chunk >= num_steps:
+        return jax.lax.scan(step, carry, xs, unroll=unroll)
+
+    n_chunks, rem = divmod(num_steps, remat_chunk)
+    head = jax.tree_util.tree_map(lambda a: a[: n_chunks * remat_chunk], xs)
+    chunks = jax.tree_util.tree_map(lambda a: a.reshape((n_chunks, remat_chunk) + a.shape[1:]), head)
+
+    @jax.checkpoint
+    def run_chunk(c, x_chunk):
+        return jax.lax.scan(step, c, x_chunk, unroll=unroll)
+
+    carry, ys = jax.lax.scan(run_chunk, carry, chunks)
+    ys = jax.tree_util.tree_map(lambda a: a.reshape((n_chunks * remat_chunk,) + a.shape[2:]), ys)
+    if rem:
+        tail = jax.tree_util.tree_map(lambda a: a[n_chunks * remat_chunk :], xs)
+        carry, ys_tail = jax.lax.scan(step, carry, tail, unroll=unroll)
+        ys = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], 0), ys, ys_tail)
+    return carry, ys
+
+
+def _flat_batch(x: Array, feature_ndim: int) -> tuple[Array, tuple[int, ...]]:
+    lead = x.shape[: x.ndim - feature_ndim]
+    return x.reshape((-1,) + x.shape[x.ndim - feature_ndim :]), lead
+
+
+class _SpikingLayer(nn.Module):
+    """Shared machinery: params of synapse and cell, scan over time, aux counts.
+
+    Subclasses define ``feature_ndim`` (axes per example), ``_synapse_params``,
+    ``_synapse`` (``params, x[N, *in] -> current[N, *out]``) and
+    ``_event_fanout`` (exact number of synapses driven by the input events).
+    """
+
+    features: int
+    cell: cells_lib.Cell | None = None  # None: the default cells.lif()
+    use_bias: bool = True
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+    hoist: bool | None = None
+    remat_chunk: int = 0
+    unroll: int = 1
+    input_kind: str = "spikes"
+
+    feature_ndim = 1
+
+    def _get_cell(self) -> cells_lib.Cell:
+        return self.cell if self.cell is not None else cells_lib.lif()
+
+    def _check_input(self, x_seq: Array) -> None:
+        encoding.check_time_major(x_seq, "layer input", min_ndim=2 + self.feature_ndim)
+        if x_seq.ndim != 2 + self.feature_ndim:
+            raise ValueError(
+                f"{type(self).__name__} expects input [T, B, {self._axes_doc}] "
+                f"({2 + self.feature_ndim} axes), got shape {tuple(x_seq.shape)}"
+            )
+        if self.input_kind not in ("spikes", "analog"):
+            raise ValueError(f"input_kind must be 'spikes' or 'analog', got {self.input_kind!r}")
+
+    def _counts(self, x_seq: Array, params, out_shape, num_steps: int) -> dict[str, Array]:
+        """Exact synaptic-operation counts per example ``[B]``."""
+        events = jnp.sum((x_seq != 0).astype(jnp.float32), axis=0)  # [B, *in]
+        ops = self._event_fanout(events, params)  # [B]
+        if self.use_bias:
+            ops = ops + float(np.prod(out_shape)) * num_steps
+        zero = jnp.zeros_like(ops)
+        if self.input_kind == "analog":
+            return {"synops": zero, "macs": ops}
+        return {"synops": ops, "macs": zero}
+
+    @nn.compact
+    def __call__(self, x_seq: Array, state0=None):
+        """Runs the layer over time.
+
+        Args:
+          x_seq: ``[T, B, *in_features]`` input spikes (or currents).
+          state0: initial cell state; zeros by default.
+
+        Returns:
+          ``(spikes [T, B, *out_features], aux)``.
+        """
+        self._check_input(x_seq)
+        cell = self._get_cell()
+        num_steps, batch = x_seq.shape[:2]
+        in_shape = x_seq.shape[2:]
+        params = self._synapse_params(in_shape)
+        out_shape = jax.eval_shape(
+            lambda p, x: self._synapse(p, x), params, jax.ShapeDtypeStruct((1,) + in_shape, x_seq.dtype)
+        ).shape[1:]
+        cell_params = cell.init_params(out_shape)
+        if cell_params:
+            cell_params = self.param("cell", lambda _: cell.init_params(out_shape))
+        state = state0 if state0 is not None else cell.init_state((batch,) + out_shape, x_seq.dtype)
+        hoist = self.hoist if self.hoist is not None else not self.remat_chunk
+
+        def step(carry, inp):
+            st, count = carry
+            current = inp if hoist else self._synapse(params, inp)
+            st, spikes = cell.step(cell_params, st, current)
+            count = count + jnp.sum(spikes.reshape(batch, -1), axis=1)
+            return (st, count), spikes
+
+        if hoist:
+            flat, _ = _flat_batch(x_seq, self.feature_ndim)
+            xs = self._synapse(params, flat).reshape((num_steps, batch) + out_shape)
+        else:
+            xs = x_seq
+        count0 = jnp.zeros((batch,), x_seq.dtype)
+        (state, count), spikes = scan_time(
+            step, (state, count0), xs, unroll=self.unroll, remat_chunk=self.remat_chunk
+        )
+        aux = {
+            "spike_count": count,
+            "firing_rate": count / (num_steps * float(np.prod(out_shape))),
+            **self._counts(x_seq, params, out_shape, num_steps),
+        }
+        return spikes, aux
+
+
+class SpikingDense(_SpikingLayer):
+    """Dense synapse + spiking cell: ``I_t = x_t W + b``, ``s_t = cell(I_t)``.
+
+    Input ``[T, B, N_in]``, output ``[T, B, features]``.
+    """
+
+    feature_ndim = 1
+    _axes_doc = "N"
+
+    def _synapse_params(self, in_shape):
+        if self.features < 1:
+            raise ValueError(f"SpikingDense needs features >= 1, got {self.features}")
+        p = {"kernel": self.param("kernel", self.kernel_init, (in_shape[-1], self.features))}
+        if self.use_bias:
+            p["bias"] = self.param("bias", self.bias_init, (self.features,))
+        return p
+
+    def _synapse(self, params, x):
+        y = x @ params["kernel"]
+        return y + params["bias"] if "bias" in params else y
+
+    def _event_fanout(self, events, params):
+        return jnp.sum(events, axis=-1) * self.features
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class SpikingConv(_SpikingLayer):
+    """2-D convolution synapse + spiking cell, NHWC.
+
+    Input ``[T, B, H, W, C_in]``, output ``[T, B, H', W', features]``.
+    """
+
+    kernel_size: int | Sequence[int] = 3
+    strides: int | Sequence[int] = 1
+    padding: str | Sequence[tuple[int, int]] = "SAME"
+
+    feature_ndim = 3
+    _axes_doc = "H, W, C"
+
+    def _synapse_params(self, in_shape):
+        if self.features < 1:
+            raise ValueError(f"{type(self).__name__} needs features >= 1, got {self.features}")
+        kh, kw = _pair(self.kernel_size)
+        p = {"kernel": self.param("kernel", self.kernel_init, (kh, kw, in_shape[-1], self.features))}
+        if self.use_bias:
+            p["bias"] = self.param("bias", self.bias_init, (self.features,))
+        return p
+
+    def _conv(self, x, kernel):
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            window_strides=_pair(self.strides),
+            padding=self.padding if isinstance(self.padding, str) else tuple(self.padding),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+
+    def _synapse(self, params, x):
+        y = self._conv(x, params["kernel"])
+        return y + params["bias"] if "bias" in params else y
+
+    def _event_fanout(self, events, params):
+        # Each event reaches every output position whose window covers it, in
+        # all output channels: convolve the event map with a ones kernel.
+        kh, kw = params["kernel"].shape[:2]
+        ones = jnp.ones((kh, kw, 1, 1), events.dtype)
+        reach = self._conv(jnp.sum(events, axis=-1, keepdims=True), ones)
+        return jnp.sum(reach, axis=(1, 2, 3)) * self.features
+
+
+class SpikingConvTranspose(SpikingConv):
+    """2-D transposed convolution synapse + spiking cell (decoders, generators).
+
+    Upsamples by ``strides``; input ``[T, B, H, W, C_in]``.
+    """
+
+    def _conv(self, x, kernel):
+        return jax.lax.conv_transpose(
+            x,
+            kernel,
+            strides=_pair(self.strides),
+            padding=self.padding if isinstance(self.padding, str) else tuple(self.padding),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+
+
+class DenseReadout(nn.Module):
+    """Non-spiking dense output layer; returns its membrane read out over time.
+
+    Membrane of a leaky integrator fed ``I_t = x_t W + b``:
+    ``v_t = beta v_{t-1} + I_t``. With ``beta = 0`` the membrane is the input
+    current itself, so ``mode="mean"`` gives ``mean_t(x_t W + b)``.
+
+    For ``mode`` in ``("mean", "last")`` the readout is linear in the input
+    sequence, so it is computed as one matmul on a time-weighted sum of the
+    inputs (``B`` rows instead of ``T*B``); ``"max"`` and ``"sequence"`` run
+    the integrator over time.
+
+    Returns ``(readout, aux)``: ``[B, features]`` (or ``[T, B, features]`` for
+    ``"sequence"``) and the same operation counts as the spiking layers.
+    """
+
+    features: int
+    mode: str = "mean"
+    beta: float = 0.0
+    use_bias: bool = True
+    input_kind: str = "spikes"
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x_seq: Array):
+        encoding.check_time_major(x_seq, "readout input", min_ndim=3)
+        if x_seq.ndim != 3:
+            raise ValueError(f"DenseReadout expects input [T, B, N], got shape {tuple(x_seq.shape)}")
+        if self.mode not in READOUT_MODES:
+            raise ValueError(f"readout mode must be one of {READOUT_MODES}, got {self.mode!r}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"readout beta must lie in [0, 1], got {self.beta!r}")
+        num_steps, batch, n_in = x_seq.shape
+        kernel = self.param("kernel", self.kernel_init, (n_in, self.features))
+        bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else 0.0
+
+        if self.mode in ("mean", "last"):
+            # v_T = sum_k beta^(T-1-k) I_k; mean_t v_t = sum_k c_k I_k with
+            # c_k = (1/T) sum_{t>=k} beta^(t-k).
+            powers = self.beta ** np.arange(num_steps, dtype=np.float64)
+            if self.mode == "last":
+                weights = powers[::-1]
+            else:
+                weights = np.cumsum(powers)[::-1] / num_steps
+            weights = jnp.asarray(weights, x_seq.dtype)
+            x_w = jnp.tensordot(weights, x_seq, axes=(0, 0))
+            out = x_w @ kernel + bias * jnp.sum(weights)
+        else:
+            currents = (x_seq.reshape(-1, n_in) @ kernel + bias).reshape(num_steps, batch, self.features)
+            integ = cells_lib.leaky_integrator(self.beta)
+            _, v_mem = jax.lax.scan(
+                lambda st, i: integ.step({}, st, i), integ.init_state(currents.shape[1:], currents.dtype), currents
+            )
+            out = v_mem if self.mode == "sequence" else jnp.max(v_mem, axis=0)
+
+        events = jnp.sum((x_seq != 0).astype(jnp.float32), axis=(0, 2))
+        ops = events * self.features + (self.features * num_steps if self.use_bias else 0.0)
+        zero = jnp.zeros_like(ops)
+        aux = {
+            "spike_count": zero,
+            "firing_rate": zero,
+            "synops": ops if self.input_kind == "spikes" else zero,
+            "macs": ops if self.input_kind == "analog" else zero,
+        }
+        return out, aux
