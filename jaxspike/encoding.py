@@ -63,11 +63,15 @@ def _check_unit_interval(x: Array, name: str) -> None:
     if isinstance(x, jax.core.Tracer):
         return
     x_np = np.asarray(x)
-    if x_np.size and (not np.all(np.isfinite(x_np)) or x_np.min() < 0.0 or x_np.max() > 1.0):
+    if not x_np.size:
+        return
+    finite = np.isfinite(x_np)
+    if not finite.all():
+        raise ValueError(f"{name} must be probabilities/intensities in [0, 1]; it holds NaN or inf")
+    if x_np.min() < 0.0 or x_np.max() > 1.0:
         raise ValueError(
             f"{name} must be probabilities/intensities in [0, 1]; got values in "
-            f"[{np.nanmin(x_np):.4g}, {np.nanmax(x_np):.4g}]"
-            + (" with NaN/inf" if not np.all(np.isfinite(x_np)) else "")
+            f"[{x_np.min():.4g}, {x_np.max():.4g}]"
         )
 
 
@@ -111,8 +115,8 @@ def latency_times(
     * ``linear``: ``t = (1 - x) (T - 1)`` for ``x > threshold``.
     * ``log``: the RC-circuit charging time ``tau * ln(x / (x - threshold))``
       (snnTorch ``spikegen.latency(linear=False)``), rescaled so the
-      brightest input (``x = 1``) spikes at 0 and an input just above
-      ``threshold`` at ``T - 1``... clipped to ``[0, T-1]``.
+      brightest input (``x = 1``) spikes at 0 and a dim input
+      (``x = threshold + 0.01``) at ``T - 1``; clipped to ``[0, T-1]``.
 
     Inputs ``<= threshold`` never spike.
     """

@@ -125,14 +125,24 @@ class _SpikingLayer(nn.Module):
         return self.cell if self.cell is not None else cells_lib.lif()
 
     def _check_input(self, x_seq: Array) -> None:
-        encoding.check_time_major(x_seq, "layer input", min_ndim=2 + self.feature_ndim)
         if x_seq.ndim != 2 + self.feature_ndim:
             raise ValueError(
                 f"{type(self).__name__} expects input [T, B, {self._axes_doc}] "
                 f"({2 + self.feature_ndim} axes), got shape {tuple(x_seq.shape)}"
             )
+        encoding.check_time_major(x_seq, "layer input", min_ndim=2 + self.feature_ndim)
         if self.input_kind not in ("spikes", "analog"):
             raise ValueError(f"input_kind must be 'spikes' or 'analog', got {self.input_kind!r}")
+
+    def _check_in_features(self, in_shape, axis: int) -> None:
+        """A clear error when the input's feature size differs from the trained kernel's."""
+        if self.has_variable("params", "kernel"):
+            k_shape = self.get_variable("params", "kernel").shape
+            if k_shape[axis] != in_shape[-1]:
+                raise ValueError(
+                    f"{type(self).__name__} {self.name!r} has a kernel for {k_shape[axis]} input "
+                    f"features but got input with {in_shape[-1]} (input feature shape {tuple(in_shape)})"
+                )
 
     def _counts(self, x_seq: Array, params, out_shape, num_steps: int) -> dict[str, Array]:
         """Exact synaptic-operation counts per example ``[B]``."""
@@ -206,6 +216,7 @@ class SpikingDense(_SpikingLayer):
     def _synapse_params(self, in_shape):
         if self.features < 1:
             raise ValueError(f"SpikingDense needs features >= 1, got {self.features}")
+        self._check_in_features(in_shape, 0)
         p = {"kernel": self.param("kernel", self.kernel_init, (in_shape[-1], self.features))}
         if self.use_bias:
             p["bias"] = self.param("bias", self.bias_init, (self.features,))
@@ -239,6 +250,7 @@ class SpikingConv(_SpikingLayer):
     def _synapse_params(self, in_shape):
         if self.features < 1:
             raise ValueError(f"{type(self).__name__} needs features >= 1, got {self.features}")
+        self._check_in_features(in_shape, 2)
         kh, kw = _pair(self.kernel_size)
         p = {"kernel": self.param("kernel", self.kernel_init, (kh, kw, in_shape[-1], self.features))}
         if self.use_bias:
@@ -333,10 +345,15 @@ class DenseReadout(nn.Module):
             out = x_w @ kernel + bias * jnp.sum(weights)
         else:
             currents = (x_seq.reshape(-1, n_in) @ kernel + bias).reshape(num_steps, batch, self.features)
-            integ = cells_lib.leaky_integrator(self.beta)
-            _, v_mem = jax.lax.scan(
-                lambda st, i: integ.step({}, st, i), integ.init_state(currents.shape[1:], currents.dtype), currents
-            )
+            if self.beta == 0.0:  # no memory: the membrane is the current
+                v_mem = currents
+            else:
+                integ = cells_lib.leaky_integrator(self.beta)
+                _, v_mem = jax.lax.scan(
+                    lambda st, i: integ.step({}, st, i),
+                    integ.init_state(currents.shape[1:], currents.dtype),
+                    currents,
+                )
             out = v_mem if self.mode == "sequence" else jnp.max(v_mem, axis=0)
 
         events = jnp.sum((x_seq != 0).astype(jnp.float32), axis=(0, 2))

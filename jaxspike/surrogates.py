@@ -42,6 +42,7 @@ __all__ = [
 
 def heaviside(u: Array) -> Array:
     """Strict Heaviside step ``1[u > 0]`` in the dtype of ``u``."""
+    u = jnp.asarray(u)
     return (u > 0).astype(u.dtype)
 
 
@@ -66,7 +67,7 @@ def make_spike_fn(surrogate_grad: Callable[[Array], Array], name: str = "custom"
         return heaviside(u), u
 
     def bwd(u, g):
-        return (g * surrogate_grad(u).astype(g.dtype),)
+        return (g * jnp.asarray(surrogate_grad(u)).astype(g.dtype),)
 
     spike.defvjp(fwd, bwd)
     spike.__name__ = f"spike_{name}"
@@ -108,8 +109,8 @@ def sigmoid(slope: float = 25.0) -> SpikeFn:
     _check_positive("slope", slope)
 
     def grad(u):
-        s = jax.nn.sigmoid(slope * u)
-        return slope * s * (1.0 - s)
+        # sig(x) * sig(-x) == sig(x) * (1 - sig(x)), without cancellation in the tails.
+        return slope * jax.nn.sigmoid(slope * u) * jax.nn.sigmoid(-slope * u)
 
     return make_spike_fn(grad, "sigmoid")
 

@@ -1,0 +1,627 @@
+"""The training loop: devices, data feeding, checkpoints, logging, evaluation.
+
+This and :mod:`jaxspike.train.io` are the only imperative modules. One
+function, :func:`train`, runs a config in a work directory:
+
+* **runs and seeds** - ``config.seed`` trains one model in ``workdir``;
+  ``config.seeds = "0,1,2,3"`` trains all listed seeds in one compiled
+  program (the same step under ``jax.vmap`` over a leading seed axis), each
+  with its own data order, keys, folder ``workdir/seed_<k>/``, metrics,
+  checkpoints and samples;
+* **devices** - a 1-D :class:`jax.sharding.Mesh` with axis ``"data"`` over
+  ``config.num_devices`` devices (0 = all, over all processes): the batch is
+  sharded along it, parameters and optimiser state are replicated;
+* **resume** - a work directory holding checkpoints resumes from the newest
+  readable one (unreadable ones are reported by name and skipped);
+* **safety** - a non-finite loss term stops the run with
+  :class:`NonFiniteLossError` naming the step and term; SIGINT/SIGTERM save
+  a checkpoint, then raise :class:`TrainingInterrupted`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxspike import data as data_lib
+from jaxspike.models import vae as vae_lib
+from jaxspike.train import io
+from jaxspike.train import state as state_lib
+from jaxspike.train import steps as steps_lib
+
+log = logging.getLogger("jaxspike.train")
+
+__all__ = [
+    "ConfigError",
+    "NonFiniteLossError",
+    "TrainingInterrupted",
+    "TrainResult",
+    "parse_seeds",
+    "validate_config",
+    "make_mesh",
+    "make_optimizer",
+    "make_objective",
+    "initialize_distributed",
+    "train",
+    "load_trained",
+    "generate_samples",
+]
+
+# Config sections that must match for a work directory to be resumed.
+_RESUME_KEYS = ("data", "model", "optimizer", "batch_size", "seed", "seeds")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+MODELS = ("fc_vae",)
+
+
+class ConfigError(ValueError):
+    """A config field or flag has an unusable value; the message names it."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite.
+
+    Attributes:
+      step: the update (1-based, as in ``metrics.jsonl``) that produced it.
+      term: name of the first non-finite term.
+      seed: the seed of the run (sweeps) or ``None``.
+    """
+
+    def __init__(self, message: str, step: int, term: str, seed: int | None):
+        super().__init__(message)
+        self.step, self.term, self.seed = step, term, seed
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM arrived; a checkpoint of ``step`` was saved first."""
+
+    def __init__(self, step: int, signum: int):
+        super().__init__(f"training interrupted by signal {signum} at step {step}; checkpoint saved")
+        self.step, self.signum = step, signum
+
+
+class TrainResult(NamedTuple):
+    """What :func:`train` returns.
+
+    Attributes:
+      state: the final :class:`TrainState` (stacked over seeds for sweeps).
+      step: number of updates applied.
+      last_metrics: the last logged metrics row of each run.
+      run_dirs: folder of each run (one per seed).
+      num_compiles: how many times the train step was compiled (1 expected).
+    """
+
+    state: Any
+    step: int
+    last_metrics: list[dict]
+    run_dirs: list[str]
+    num_compiles: int
+
+
+# ---------------------------------------------------------------------------
+# Config checks and builders.
+
+
+def parse_seeds(seeds: Any) -> list[int]:
+    """``"0,1,2,3"`` (or a sequence of ints) -> ``[0, 1, 2, 3]``; ``""`` -> ``[]``."""
+    if isinstance(seeds, (list, tuple)):
+        parts = [str(s) for s in seeds]
+    else:
+        parts = [p.strip() for p in str(seeds or "").split(",") if p.strip()]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"--seeds / config.seeds must be comma-separated non-negative integers, got {seeds!r}") from None
+    if any(v < 0 for v in values):
+        raise ConfigError(f"--seeds / config.seeds must be non-negative, got {seeds!r}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"--seeds / config.seeds lists a seed twice: {seeds!r}")
+    return values
+
+
+def _require(cond: bool, field: str, value: Any, what: str) -> None:
+    if not cond:
+        raise ConfigError(f"config.{field}={value!r}: {what}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises :class:`ConfigError` naming the first unusable field."""
+    _require(config.data.name in data_lib.DATASETS, "data.name", config.data.name,
+             f"unknown dataset; supported: {', '.join(data_lib.DATASETS)}")
+    m = config.model
+    _require(m.name in MODELS, "model.name", m.name, f"unknown model; supported: {', '.join(MODELS)}")
+    _require(_is_int(m.num_steps) and m.num_steps >= 1, "model.num_steps", m.num_steps, "time steps T must be an int >= 1")
+    _require(_is_int(m.latent) and m.latent >= 1, "model.latent", m.latent, "latent size must be an int >= 1")
+    for field in ("encoder", "decoder"):
+        widths = tuple(m[field])
+        _require(all(_is_int(w) and w >= 1 for w in widths), f"model.{field}", widths, "layer widths must be ints >= 1")
+    _require(0.0 <= m.beta <= 1.0, "model.beta", m.beta, "LIF decay must lie in [0, 1]")
+    _require(m.threshold > 0, "model.threshold", m.threshold, "threshold must be > 0")
+    _require(0.0 < m.prior_p < 1.0, "model.prior_p", m.prior_p, "prior firing probability must lie in (0, 1)")
+    o = config.optimizer
+    _require(o.name in OPTIMIZERS, "optimizer.name", o.name, f"unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
+    _require(o.learning_rate > 0, "optimizer.learning_rate", o.learning_rate, "must be > 0")
+    _require(o.grad_clip >= 0, "optimizer.grad_clip", o.grad_clip, "must be >= 0 (0 = off)")
+    for field, low in (("batch_size", 1), ("total_steps", 1), ("log_every", 1), ("checkpoint_every", 1),
+                       ("keep_checkpoints", 1), ("num_grid", 1), ("sample_every", 0), ("eval_every", 0),
+                       ("num_devices", 0), ("seed", 0), ("eval_seed", 0)):
+        _require(_is_int(config[field]) and config[field] >= low, field, config[field], f"must be an int >= {low}")
+    if config.eval_every:
+        _require(config.eval_num_samples >= 10, "eval_num_samples", config.eval_num_samples, "evaluation needs >= 10 samples")
+    parse_seeds(config.seeds)
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+    """A 1-D mesh with axis ``"data"`` over the first ``num_devices`` devices (0 = all)."""
+    devices = jax.devices()
+    if num_devices == 0:
+        num_devices = len(devices)
+    if num_devices > len(devices):
+        raise ConfigError(f"config.num_devices={num_devices} but only {len(devices)} devices are visible")
+    if jax.process_count() > 1 and num_devices != len(devices):
+        raise ConfigError(f"config.num_devices={num_devices}: multi-host runs use all {len(devices)} devices (set 0)")
+    return Mesh(np.asarray(devices[:num_devices]), ("data",))
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam / AdamW / SGD from ``config.optimizer``, with optional global-norm clipping."""
+    if cfg.name == "adam":
+        opt = optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
+    elif cfg.name == "adamw":
+        opt = optax.adamw(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.get("weight_decay", 1e-4))
+    elif cfg.name == "sgd":
+        opt = optax.sgd(cfg.learning_rate)
+    else:
+        raise ConfigError(f"config.optimizer.name={cfg.name!r}: unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
+    if cfg.grad_clip:
+        opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
+    return opt
+
+
+def make_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:
+    """The objective of ``config.model`` for data of ``image_shape``."""
+    m = config.model
+    if m.name != "fc_vae":
+        raise ConfigError(f"config.model.name={m.name!r}: unknown model; supported: {', '.join(MODELS)}")
+    model = vae_lib.FCSpikingVAE(
+        num_steps=int(m.num_steps),
+        latent=int(m.latent),
+        encoder=tuple(int(w) for w in m.encoder),
+        decoder=tuple(int(w) for w in m.decoder),
+        beta=float(m.beta),
+        threshold=float(m.threshold),
+        slope=float(m.slope),
+        prior_p=float(m.prior_p),
+        out_dim=int(np.prod(image_shape)),
+    )
+    return steps_lib.make_vae_objective(model, image_shape)
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+    """``jax.distributed.initialize``; ``None`` arguments are auto-detected (SLURM, TPU, ...)."""
+    jax.distributed.initialize(coordinator_address=coordinator_address or None,
+                               num_processes=num_processes, process_id=process_id)
+    log.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
+             jax.local_device_count(), jax.device_count())
+
+
+# ---------------------------------------------------------------------------
+# Helpers of the loop.
+
+
+class _SignalCatcher:
+    """Turns SIGINT/SIGTERM into a flag the loop polls (main thread only)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.signum = signum
+        log.warning("received signal %d: saving a checkpoint, then stopping", signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def _abstract(tree: Any, sharding) -> Any:
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def _restore(ckpts: list[io.Checkpointer], abstract_state: Any) -> tuple[int, list[Any]] | None:
+    """Newest step readable in every run's checkpoints, and the states; ``None`` if none."""
+    common = set(ckpts[0].all_steps())
+    for c in ckpts[1:]:
+        common &= set(c.all_steps())
+    found = None
+    for step in sorted(common, reverse=True):
+        states = []
+        for i, c in enumerate(ckpts):
+            restored = c.try_restore(step, abstract_state)
+            if restored is None:
+                break
+            states.append(restored)
+        if len(states) == len(ckpts):
+            found = (step, states)
+            break
+    for i, c in enumerate(ckpts):
+        # Unusable: everything newer than the step resumed from (corrupt, or
+        # not matched by the other seeds), or everything if none was usable.
+        drop = [s for s in c.all_steps() if found is None or s > found[0]]
+        c.discard(drop)
+    return found
+
+
+def _check_resume_config(path: str, config_dict: dict) -> None:
+    if not os.path.exists(path):
+        return
+    saved = io.read_json(path)
+    diffs = []
+
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        else:
+            norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+            if norm(a) != norm(b):
+                diffs.append(f"{prefix}: saved {a!r} != new {b!r}")
+
+    for key in _RESUME_KEYS:
+        walk(saved.get(key), io._to_builtin(config_dict.get(key)), key)
+    if diffs:
+        raise ConfigError(
+            f"workdir {os.path.dirname(path)!r} holds a run with a different config ({'; '.join(diffs[:5])}); "
+            "use a fresh --workdir or the same config"
+        )
+
+
+def _flatten(prefix: str, value: Any, out: dict) -> dict:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}/{k}", v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def generate_samples(generate, params, key, num: int, chunk: int) -> np.ndarray:
+    """``num`` samples in chunks of ``chunk`` (chunk ``i`` uses ``fold_in(key, i)``)."""
+    out = []
+    for i in range(int(math.ceil(num / chunk))):
+        out.append(np.asarray(jax.device_get(generate(params, jax.random.fold_in(key, i), chunk))))
+    return np.concatenate(out, axis=-4)[..., :num, :, :, :] if out else np.zeros((0,))
+
+
+# ---------------------------------------------------------------------------
+# The loop.
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
+
+    Args:
+      config: a ConfigDict as built by ``launch/configs/vae.py``.
+      workdir: the run folder (created if missing).
+
+    Returns:
+      A :class:`TrainResult`.
+
+    Raises:
+      ConfigError: an unusable config field (the message names it).
+      NonFiniteLossError: a loss term became NaN/inf.
+      TrainingInterrupted: SIGINT/SIGTERM (after saving a checkpoint).
+    """
+    validate_config(config)
+    seeds = parse_seeds(config.seeds)
+    sweep = bool(seeds)
+    if not sweep:
+        seeds = [int(config.seed)]
+    mesh = make_mesh(int(config.num_devices))
+    batch_size = int(config.batch_size)
+    if batch_size % mesh.size:
+        raise ConfigError(
+            f"config.batch_size={batch_size} is not divisible by the {mesh.size} devices of the 'data' mesh axis; "
+            f"use a multiple of {mesh.size} or set config.num_devices"
+        )
+    data_dir = config.data.data_dir or None
+    train_ds = data_lib.load(config.data.name, "train", data_dir=data_dir, binarize=config.data.binarize)
+    test_ds = data_lib.load(config.data.name, "test", data_dir=data_dir, binarize=config.data.binarize)
+    if batch_size > len(train_ds.labels):
+        raise ConfigError(f"config.batch_size={batch_size} exceeds the {len(train_ds.labels)} training examples")
+    image_shape = data_lib.image_shape(train_ds)
+    objective = make_objective(config, image_shape)
+    optimizer = make_optimizer(config.optimizer)
+    total = int(config.total_steps)
+
+    workdir = os.path.abspath(workdir)
+    run_dirs = [os.path.join(workdir, f"seed_{s}") for s in seeds] if sweep else [workdir]
+    config_dict = config.to_dict()
+    meta = {"image_shape": list(image_shape), "num_train": len(train_ds.labels), "num_devices": mesh.size}
+    _check_resume_config(os.path.join(workdir, "config.json"), config_dict)
+    if io.is_writer():
+        for d in [workdir] + run_dirs:
+            os.makedirs(d, exist_ok=True)
+        io.write_json(os.path.join(workdir, "config.json"), {**config_dict, **meta})
+        if sweep:
+            for s, d in zip(seeds, run_dirs):
+                # Each seed folder reads as a single run of that seed.
+                io.write_json(os.path.join(d, "config.json"), {**config_dict, "seed": s, "seeds": "", **meta})
+
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P(None, "data") if sweep else P("data"))
+    streams = [state_lib.seed_streams(s) for s in seeds]
+    order_seeds = [state_lib.data_seed(st.data_key) for st in streams]
+    example = {"image": jnp.zeros((2,) + image_shape, jnp.float32), "label": jnp.zeros((2,), jnp.int32)}
+    init_state = jax.jit(
+        lambda key: state_lib.create_train_state(objective.init(key, example), optimizer), out_shardings=replicated
+    )
+
+    ckpts = [io.Checkpointer(os.path.join(d, "checkpoints"), int(config.keep_checkpoints)) for d in run_dirs]
+    try:
+        abstract_state = _abstract(jax.eval_shape(init_state, streams[0].init_key), replicated)
+        restored = _restore(ckpts, abstract_state)
+        if restored is not None:
+            start, states = restored
+            log.info("resuming %s from step %d", workdir, start)
+        else:
+            start, states = 0, [init_state(st.init_key) for st in streams]
+        if sweep:
+            state = jax.device_put(state_lib.stack_states(states), replicated)
+            run_keys = jax.device_put(jnp.stack([st.run_key for st in streams]), replicated)
+        else:
+            state = states[0]
+            run_keys = jax.device_put(streams[0].run_key, replicated)
+
+        step_fn = steps_lib.make_train_step(objective.loss, optimizer)
+        if sweep:
+            step_fn = steps_lib.make_sweep_step(step_fn)
+        jit_step = jax.jit(
+            step_fn,
+            donate_argnums=(0,),
+            in_shardings=(replicated, batch_sharding, replicated),
+            out_shardings=(replicated, replicated),
+        )
+        runner = _Runner(config, objective, train_ds, test_ds, seeds, sweep, order_seeds, run_dirs, ckpts,
+                         batch_sharding, replicated, start)
+        state, last_rows = runner.run(jit_step, state, run_keys, start, total)
+        num_compiles = jit_step._cache_size() if hasattr(jit_step, "_cache_size") else -1
+        return TrainResult(state, max(start, total) if start < total else start, last_rows, run_dirs, num_compiles)
+    finally:
+        for c in ckpts:
+            c.close()
+
+
+class _Runner:
+    """The imperative part of :func:`train`: feeding, logging, saving, evaluating."""
+
+    def __init__(self, config, objective, train_ds, test_ds, seeds, sweep, order_seeds, run_dirs, ckpts,
+                 batch_sharding, replicated, start):
+        self.config, self.objective = config, objective
+        self.train_ds, self.test_ds = train_ds, test_ds
+        self.seeds, self.sweep, self.order_seeds = seeds, sweep, order_seeds
+        self.run_dirs, self.ckpts = run_dirs, ckpts
+        self.batch_sharding, self.replicated = batch_sharding, replicated
+        self.writers = [io.MetricsWriter(os.path.join(d, "metrics.jsonl"), start) for d in run_dirs] if io.is_writer() else []
+        self.last_rows: list[dict] = [{} for _ in run_dirs]
+        self.eval_key = jax.random.key(int(config.eval_seed))
+        gen, rec = objective.generate, objective.reconstruct
+        if sweep:
+            gen1 = gen
+            gen = lambda params, key, num: jax.vmap(lambda p: gen1(p, key, num))(params)  # noqa: E731
+            rec = jax.vmap(rec, in_axes=(0, None, None))
+        self.generate = jax.jit(gen, static_argnums=2)
+        self.reconstruct = jax.jit(rec)
+        self.forward_aux = jax.jit(jax.vmap(objective.forward_aux, in_axes=(0, None, None)) if sweep else objective.forward_aux)
+        self.t0 = time.perf_counter()
+        self.start = start
+
+    # -- data ---------------------------------------------------------------
+    def host_batch(self, step: int) -> dict:
+        bs = int(self.config.batch_size)
+        batches = [data_lib.get_batch(self.train_ds, bs, s, step) for s in self.order_seeds]
+        if self.sweep:
+            return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+        return batches[0]
+
+    def place(self, batch: dict) -> dict:
+        # Every process computes the same global batch (a pure function of
+        # seed and step) and hands over the shards of its own devices.
+        return {
+            k: jax.make_array_from_callback(v.shape, self.batch_sharding, lambda idx, v=v: v[idx])
+            for k, v in batch.items()
+        }
+
+    # -- checks and logs -----------------------------------------------------
+    def check_and_log(self, step: int, metrics: dict, bar) -> None:
+        values = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+        core = [k for k in values if k not in ("loss", "grad_norm", "param_norm") and not k.startswith(("fire/", "latent_"))]
+        order = core + ["loss"] + [k for k in values if k not in core and k != "loss"]
+        for name in order:
+            vals = np.atleast_1d(values[name])
+            bad = np.flatnonzero(~np.isfinite(vals))
+            if bad.size:
+                seed = self.seeds[int(bad[0])] if self.sweep else None
+                where = f" (seed {seed})" if self.sweep else ""
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {step}{where}: term {name!r} = {vals[bad[0]]} "
+                    f"(loss = {np.atleast_1d(values['loss'])[bad[0] if self.sweep else 0]}); "
+                    f"the last good checkpoint stays in {self.ckpts[int(bad[0]) if self.sweep else 0].directory}",
+                    step, name, seed,
+                )
+        if step % int(self.config.log_every) and step != int(self.config.total_steps):
+            return
+        elapsed = time.perf_counter() - self.t0
+        timing = {"time/elapsed_s": elapsed, "time/steps_per_s": (step - self.start) / max(elapsed, 1e-9)}
+        for i in range(len(self.run_dirs)):
+            row = {"step": step, **{k: float(np.atleast_1d(v)[i] if self.sweep else v) for k, v in values.items()}}
+            row.update(timing)
+            self.last_rows[i] = row
+            if self.writers:
+                self.writers[i].write(row)
+        if bar is not None:
+            shown = {k: float(np.mean(values[k])) for k in ("loss", "recon", "kl") if k in values}
+            bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+
+    # -- outputs -------------------------------------------------------------
+    def save(self, step: int, state) -> None:
+        for i, c in enumerate(self.ckpts):
+            c.save(step, state_lib.unstack_state(state, i) if self.sweep else state)
+
+    def write_grids(self, step: int, params) -> None:
+        n = int(self.config.num_grid)
+        k_gen, k_rec = jax.random.split(self.eval_key)
+        samples = np.asarray(jax.device_get(self.generate(params, k_gen, n)))
+        originals = self.test_ds.images[:n]
+        recons = np.asarray(jax.device_get(self.reconstruct(params, jnp.asarray(originals), k_rec)))
+        if not io.is_writer():
+            return
+        for i, d in enumerate(self.run_dirs):
+            s = samples[i] if self.sweep else samples
+            r = recons[i] if self.sweep else recons
+            io.save_image_grid(os.path.join(d, f"samples_{step}.png"), s)
+            pairs = np.stack([originals, r], axis=1).reshape((2 * n,) + originals.shape[1:])
+            io.save_image_grid(os.path.join(d, f"recons_{step}.png"), pairs, cols=2 * int(math.ceil(math.sqrt(n))))
+
+    def evaluate(self, step: int, params) -> None:
+        from jaxspike import metrics as metrics_lib  # local: eval is optional
+
+        try:
+            from jaxspike import energy as energy_lib
+        except ImportError:
+            energy_lib = None
+            log.warning("jaxspike.energy is not available; skipping the energy report")
+        cfg = self.config
+        k_eval, k_fwd = jax.random.split(jax.random.fold_in(self.eval_key, 1))
+        samples = generate_samples(self.generate, params, k_eval, int(cfg.eval_num_samples), int(cfg.batch_size))
+        test_images = jnp.asarray(self.test_ds.images[: int(cfg.batch_size)])
+        layers = jax.device_get(self.forward_aux(params, test_images, k_fwd))
+        for i, d in enumerate(self.run_dirs):
+            row = {"step": step}
+            s = samples[i] if self.sweep else samples
+            scores = metrics_lib.evaluate_samples(s, cfg.data.name, data_dir=cfg.data.data_dir or None)
+            _flatten("eval", scores, row)
+            if energy_lib is not None:
+                aux_i = jax.tree_util.tree_map(lambda a: np.asarray(a)[i], layers) if self.sweep else layers
+                _flatten("energy", energy_lib.energy_report(aux_i), row)
+            self.last_rows[i] = {**self.last_rows[i], **row}
+            if self.writers:
+                self.writers[i].write(row)
+            log.info("step %d eval%s: %s", step, f" seed {self.seeds[i]}" if self.sweep else "",
+                     {k: v for k, v in row.items() if k in ("eval/fid", "eval/inception_score")})
+
+    # -- main loop -----------------------------------------------------------
+    def run(self, jit_step, state, run_keys, start: int, total: int):
+        cfg = self.config
+        if start >= total:
+            log.info("already trained to step %d >= total_steps %d; nothing to do", start, total)
+            return state, self.last_rows
+        show = bool(cfg.progress) and io.is_writer()
+        bar = None
+        if show:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
+                       mininterval=1.0, file=sys.stderr)
+        pending = None
+        try:
+            with _SignalCatcher() as stop:
+                next_batch = self.host_batch(start)
+                for step in range(start, total):
+                    done = step + 1
+                    state, metrics = jit_step(state, self.place(next_batch), run_keys)
+                    # While the device works: check the previous step, prepare the next batch.
+                    if pending is not None:
+                        self.check_and_log(*pending, bar)
+                    pending = (done, metrics)
+                    if done < total:
+                        next_batch = self.host_batch(done)
+                    is_ckpt = done % int(cfg.checkpoint_every) == 0 or done == total or stop.signum is not None
+                    is_grid = done == total or (cfg.sample_every and done % int(cfg.sample_every) == 0)
+                    is_eval = bool(cfg.eval_every) and (done % int(cfg.eval_every) == 0 or done == total)
+                    if is_ckpt or is_grid or is_eval:
+                        self.check_and_log(*pending, bar)
+                        pending = None
+                    if is_ckpt:
+                        self.save(done, state)
+                    if is_grid:
+                        self.write_grids(done, state.params)
+                    if is_eval:
+                        self.evaluate(done, state.params)
+                    if bar is not None:
+                        bar.update(1)
+                    if stop.signum is not None:
+                        raise TrainingInterrupted(done, stop.signum)
+        finally:
+            if bar is not None:
+                bar.close()
+        return state, self.last_rows
+
+
+# ---------------------------------------------------------------------------
+# Trained models.
+
+
+def load_trained(workdir: str):
+    """``(config, objective, params, image_shape)`` of the newest readable checkpoint in ``workdir``.
+
+    Raises:
+      FileNotFoundError: ``workdir`` has no ``config.json`` or no readable checkpoint.
+    """
+    workdir = os.path.abspath(workdir)
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--workdir={workdir!r} holds no config.json; is it a training run folder?")
+    saved = io.read_json(path)
+    if saved.get("seeds"):
+        names = ", ".join(f"seed_{s}" for s in parse_seeds(saved["seeds"]))
+        raise FileNotFoundError(f"--workdir={workdir!r} is a seed sweep; pass one of its runs: {names}")
+    image_shape = tuple(saved.pop("image_shape"))
+    for extra in ("num_train", "num_devices"):
+        saved.pop(extra, None)
+    config = ml_collections.ConfigDict(saved)
+    objective = make_objective(config, image_shape)
+    optimizer = make_optimizer(config.optimizer)
+    example = {"image": jnp.zeros((2,) + image_shape, jnp.float32), "label": jnp.zeros((2,), jnp.int32)}
+    key = state_lib.seed_streams(int(config.seed)).init_key
+    abstract = jax.eval_shape(lambda k: state_lib.create_train_state(objective.init(k, example), optimizer), key)
+    sharding = NamedSharding(make_mesh(1 if jax.process_count() == 1 else 0), P())
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        raise FileNotFoundError(f"--workdir={workdir!r} has no checkpoints/ folder; train it first")
+    ckpt = io.Checkpointer(ckpt_dir, int(config.keep_checkpoints))
+    try:
+        for step in reversed(ckpt.all_steps()):
+            state = ckpt.try_restore(step, _abstract(abstract, sharding))
+            if state is not None:
+                return config, objective, state.params, image_shape
+    finally:
+        ckpt.close()
+    raise FileNotFoundError(f"--workdir={workdir!r} has no readable checkpoint in {ckpt_dir}")

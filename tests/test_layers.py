@@ -1,0 +1,142 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxspike import cells, layers, surrogates
+
+
+def _spikes(shape, p=0.2, seed=0):
+    return jnp.asarray((np.random.default_rng(seed).random(shape) < p).astype(np.float32))
+
+
+def _init_apply(layer, x, seed=1):
+    variables = layer.init(jax.random.key(seed), x)
+    return variables, layer.apply(variables, x)
+
+
+def test_dense_matches_manual_recurrence():
+    x = _spikes((12, 3, 20))
+    layer = layers.SpikingDense(7, cell=cells.lif(0.8, 0.5))
+    variables, (spikes, aux) = _init_apply(layer, x)
+    p = variables["params"]
+    v = np.zeros((3, 7), np.float32)
+    s = np.zeros_like(v)
+    expected = []
+    for t in range(12):
+        v = 0.8 * v + (np.asarray(x[t]) @ np.asarray(p["kernel"]) + np.asarray(p["bias"])) - 0.5 * s
+        s = (v > 0.5).astype(np.float32)
+        expected.append(s)
+    np.testing.assert_array_equal(spikes, np.stack(expected))
+    np.testing.assert_array_equal(aux["spike_count"], np.stack(expected).sum(axis=(0, 2)))
+
+
+@pytest.mark.parametrize("make", [
+    lambda h, r: layers.SpikingDense(16, hoist=h, remat_chunk=r),
+    lambda h, r: layers.SpikingConv(4, kernel_size=3, strides=2, hoist=h, remat_chunk=r),
+    lambda h, r: layers.SpikingConvTranspose(3, kernel_size=4, strides=2, hoist=h, remat_chunk=r),
+])
+def test_hoisted_per_step_and_remat_paths_agree(make):
+    dense = make(True, 0).__class__ is layers.SpikingDense
+    x = _spikes((10, 2, 24) if dense else (10, 2, 6, 6, 2))
+    layer_h = make(True, 0)
+    variables = layer_h.init(jax.random.key(3), x)
+
+    def loss(params, layer):
+        spikes, aux = layer.apply({"params": params}, x)
+        return jnp.sum(spikes * jnp.arange(spikes.shape[0])[(slice(None),) + (None,) * (spikes.ndim - 1)])
+
+    results = {}
+    for name, layer in {"hoisted": make(True, 0), "per_step": make(False, 0), "remat": make(False, 3)}.items():
+        spikes, aux = layer.apply(variables, x)
+        grads = jax.grad(loss)(variables["params"], layer)
+        results[name] = (spikes, aux["synops"], grads)
+    ref_spikes, ref_ops, ref_grads = results["hoisted"]
+    assert float(ref_spikes.sum()) > 0
+    for name in ("per_step", "remat"):
+        spikes, ops, grads = results[name]
+        np.testing.assert_array_equal(spikes, ref_spikes, err_msg=name)
+        np.testing.assert_array_equal(ops, ref_ops)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), grads, ref_grads)
+
+
+def test_jit_equals_no_jit():
+    x = _spikes((8, 4, 10))
+    layer = layers.SpikingDense(5, cell=cells.lif(0.9, 0.3, surrogates.arctan()))
+    variables = layer.init(jax.random.key(0), x)
+    eager = layer.apply(variables, x)
+    jitted = jax.jit(layer.apply)(variables, x)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, eager, jitted)
+
+
+def test_conv_synops_are_exact():
+    # Brute force: each non-zero input drives the outputs whose window holds it, in all channels.
+    x = _spikes((3, 2, 5, 5, 2), p=0.3)
+    layer = layers.SpikingConv(4, kernel_size=3, strides=2, padding="SAME", use_bias=False)
+    variables, (spikes, aux) = _init_apply(layer, x)
+    kernel_ones = jnp.ones((3, 3, 2, 4))
+    reach = jax.lax.conv_general_dilated(
+        x.reshape(6, 5, 5, 2), kernel_ones, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )  # sum over outputs of connected input events = synaptic events
+    expected = reach.reshape(3, 2, -1).sum(axis=(0, 2))
+    np.testing.assert_allclose(aux["synops"], expected)
+    assert spikes.shape == (3, 2, 3, 3, 4)
+
+
+def test_dense_aux_counts_and_bias_ops():
+    x = _spikes((4, 2, 6))
+    layer = layers.SpikingDense(3)
+    _, (spikes, aux) = _init_apply(layer, x)
+    events = np.asarray(x).sum(axis=(0, 2))
+    np.testing.assert_allclose(aux["synops"], events * 3 + 3 * 4)
+    np.testing.assert_allclose(aux["firing_rate"], np.asarray(spikes).sum(axis=(0, 2)) / 12)
+    analog = layers.SpikingDense(3, input_kind="analog")
+    _, (_, aux_a) = _init_apply(analog, x)
+    np.testing.assert_allclose(aux_a["macs"], aux["synops"])
+    assert float(aux_a["synops"].sum()) == 0
+
+
+def test_learnable_cell_params_are_in_the_pytree_and_trained():
+    x = _spikes((6, 2, 8), p=0.5)
+    layer = layers.SpikingDense(4, cell=cells.lif(0.9, 0.5, learn_beta=True, learn_threshold=True, per_neuron=True))
+    variables = layer.init(jax.random.key(0), x)
+    assert variables["params"]["cell"]["beta"].shape == (4,)
+    grads = jax.grad(lambda p: jnp.sum(layer.apply({"params": p}, x)[1]["spike_count"]))(variables["params"])
+    assert jnp.any(grads["cell"]["threshold"] != 0)
+
+
+@pytest.mark.parametrize("mode", ["mean", "last", "max", "sequence"])
+@pytest.mark.parametrize("beta", [0.0, 0.7, 1.0])
+def test_readout_modes_match_integrator(mode, beta):
+    x = _spikes((5, 3, 6))
+    layer = layers.DenseReadout(4, mode=mode, beta=beta)
+    variables = layer.init(jax.random.key(0), x)
+    out, aux = layer.apply(variables, x)
+    p = variables["params"]
+    current = np.asarray(x) @ np.asarray(p["kernel"]) + np.asarray(p["bias"])
+    v, vs = np.zeros((3, 4), np.float32), []
+    for t in range(5):
+        v = beta * v + current[t]
+        vs.append(v)
+    vs = np.stack(vs)
+    expected = {"mean": vs.mean(0), "last": vs[-1], "max": vs.max(0), "sequence": vs}[mode]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_input_shapes():
+    dense = layers.SpikingDense(3)
+    with pytest.raises(ValueError, match=r"\[T, B, N\]"):
+        dense.init(jax.random.key(0), jnp.zeros((4, 6)))
+    with pytest.raises(ValueError, match="T = 0"):
+        dense.init(jax.random.key(0), jnp.zeros((0, 2, 6)))
+    conv = layers.SpikingConv(3)
+    with pytest.raises(ValueError, match="H, W, C"):
+        conv.init(jax.random.key(0), jnp.zeros((4, 2, 6)))
+    x = jnp.zeros((4, 2, 6))
+    variables = dense.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="kernel for 6 input features but got input with 7"):
+        dense.apply(variables, jnp.zeros((4, 2, 7)))
+    with pytest.raises(ValueError, match="readout mode"):
+        layers.DenseReadout(2, mode="median").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="features"):
+        layers.SpikingDense(0).init(jax.random.key(0), x)
