@@ -179,12 +179,15 @@ class _SpikingLayer(nn.Module):
             cell_params = self.param("cell", lambda _: cell.init_params(out_shape))
         state = state0 if state0 is not None else cell.init_state((batch,) + out_shape, x_seq.dtype)
         hoist = self.hoist if self.hoist is not None else not self.remat_chunk
+        # A non-spiking cell (leaky integrator readout) emits membranes, not spikes.
+        counts_spikes = cell.name != "leaky_integrator"
 
         def step(carry, inp):
             st, count = carry
             current = inp if hoist else self._synapse(params, inp)
             st, spikes = cell.step(cell_params, st, current)
-            count = count + jnp.sum(spikes.reshape(batch, -1), axis=1)
+            if counts_spikes:
+                count = count + jnp.sum(spikes.reshape(batch, -1), axis=1)
             return (st, count), spikes
 
         if hoist:

@@ -1,17 +1,41 @@
-"""Spiking variational autoencoder with a Bernoulli spike latent.
+"""Spiking variational autoencoder with a Bernoulli spike latent, and its analog twin.
 
-The fully-connected model (the core benchmark's, ``bench/svae_step.py``)::
+Spiking model (all arrays time-major)::
 
-    x [B, D] --rate--> s_in [T, B, D]
-      -> LIF(D -> 512) -> LIF(512 -> 256) -> linear(256 -> L): per-step logits l_t
-    q_t = sigmoid(l_t);  z_t ~ Bernoulli(q_t)       (straight-through gradient)
-      -> LIF(L -> 256) -> LIF(256 -> 512) -> non-spiking readout(512 -> D),
-         membrane averaged over time = reconstruction logits
+    x [B, H, W, C] --rate or latency coding--> s_in [T, B, ...]
+      -> spiking encoder (LIF dense, or LIF conv stride 2 twice)  -> h [T, B, F]
+      -> latent posterior q_t = q(z_t = 1 | x, ...)   (one of three estimators)
+      -> z_t ~ Bernoulli(q_t): one spike or none per latent unit and step
+      -> spiking decoder (LIF dense, or LIF dense + transposed convs)
+      -> readout: non-spiking membrane mean / output firing rate /
+                  output first-spike time  ->  image logits [B, D]
 
-Loss per example: ``BCE(x, logits) + sum_{t, units} KL(Bern(q_t) || Bern(p0))``.
-The latent is a Bernoulli spike process, as in the Fully Spiking VAE (Kamata,
-Mukuta & Harada, AAAI 2022); sampling draws ``z_t ~ Bernoulli(p0)`` from the
-prior and decodes it.
+Loss per example (negative ELBO)::
+
+    -log p(x | z) + sum_{t, units} KL(Bern(q_t) || Bern(p_t))   [+ w * MMD]
+
+with a Bernoulli (cross-entropy) or Gaussian likelihood and either a fixed
+prior ``p_t = prior_p`` or the learned autoregressive spiking prior.
+
+Latent gradient estimators (``estimator``):
+
+* ``straight_through`` - ``q_t = sigmoid(l_t)`` from a linear readout of the
+  encoder spikes; hard sample forward, identity backward (Bengio et al. 2013).
+* ``relaxed`` - Concrete / Gumbel-sigmoid relaxation (Maddison et al. 2017;
+  Jang et al. 2017): ``z_t = sigmoid((l_t + log u - log(1-u)) / tau)`` while
+  training, a hard sample at evaluation; ``tau`` follows a schedule given to
+  the loss.
+* ``autoregressive`` - the autoregressive Bernoulli spike sampling of the
+  Fully Spiking VAE (Kamata, Mukuta & Harada, AAAI 2022): at each step a
+  spiking layer reads ``[h_t, z_{t-1}]`` and emits ``k`` candidate spikes per
+  latent unit; ``z_t`` is one candidate chosen uniformly at random, so
+  ``q_t`` is the fraction of firing candidates and gradients flow through
+  the chosen candidate's surrogate derivative. The learned prior
+  (``prior="autoregressive"``) is a spiking layer of the same kind reading
+  ``z_{t-1}`` only; during training it is fed the posterior's ``z_{t-1}``.
+
+The analog twin (:class:`AnalogVAE`) has the same layer sizes with ReLU units
+and a Gaussian latent (Kingma & Welling 2014).
 """
 
 from __future__ import annotations
@@ -21,106 +45,486 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxspike import cells, encoding, layers, losses, noise, surrogates
 
 Array = jax.Array
 
-__all__ = ["FCSpikingVAE", "elbo_loss"]
+__all__ = [
+    "SpikingVAE",
+    "FCSpikingVAE",
+    "AnalogVAE",
+    "elbo_loss",
+    "analog_elbo_loss",
+    "ESTIMATORS",
+    "PRIORS",
+    "READOUTS",
+    "CODINGS",
+    "ARCHS",
+    "mmd_psp",
+]
+
+ESTIMATORS = ("straight_through", "relaxed", "autoregressive")
+PRIORS = ("bernoulli", "autoregressive")
+READOUTS = ("membrane", "rate", "first_spike")
+CODINGS = ("rate", "latency")
+ARCHS = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+_EPS = 1e-4
 
 
-class FCSpikingVAE(nn.Module):
-    """Fully-connected spiking VAE with a Bernoulli spike latent.
+def _check_choice(name: str, value, options) -> None:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+
+
+def _first_spike_intensity(spikes: Array) -> Array:
+    """Differentiable intensity ``1 - t_first / T`` from output spikes ``[T, B, ...]``.
+
+    ``f_t = s_t prod_{k<t} (1 - s_k)`` marks the first spike; the intensity is
+    ``sum_t f_t (1 - t / T)`` (0 when the neuron never fires). Gradients reach
+    every spike through the surrogate derivative.
+    """
+    num_steps = spikes.shape[0]
+    silent_before = jnp.cumprod(1.0 - spikes, axis=0)
+    silent_before = jnp.concatenate([jnp.ones_like(spikes[:1]), silent_before[:-1]], axis=0)
+    first = spikes * silent_before
+    weights = 1.0 - jnp.arange(num_steps, dtype=spikes.dtype) / num_steps
+    return jnp.tensordot(weights, first, axes=(0, 0))
+
+
+def mmd_psp(q: Array, p: Array, tau_syn: float = 2.0) -> Array:
+    """Squared distance between PSP-filtered posterior and prior spike probabilities.
+
+    The Fully Spiking VAE compares posterior and prior spike trains after
+    filtering them with a post-synaptic-potential kernel (Kamata et al. 2022,
+    sec. 3.3). Here both ``[T, B, L]`` probability sequences are filtered with
+    ``psp_t = (1 - 1/tau) psp_{t-1} + x_t / tau`` and compared per example:
+    ``sum_{t, l} (psp(q) - psp(p))^2`` -> ``[B]``.
+    """
+    decay = 1.0 - 1.0 / tau_syn
+
+    def filt(seq):
+        def step(c, x):
+            c = decay * c + x / tau_syn
+            return c, c
+
+        return jax.lax.scan(step, jnp.zeros_like(seq[0]), seq)[1]
+
+    diff = filt(q) - filt(jnp.broadcast_to(p, q.shape))
+    return jnp.sum(jnp.moveaxis(diff, 1, 0).reshape(q.shape[1], -1) ** 2, axis=1)
+
+
+class _AutoregressiveSpikes(nn.Module):
+    """One FSVAE-style autoregressive Bernoulli spike sampler.
+
+    At each step a LIF layer reads ``[context_t, z_{t-1}]`` and emits ``k``
+    candidate spikes per latent unit; ``z_t`` is one candidate chosen at
+    random. ``teacher`` (``[T, B, L]``), when given, replaces the sampler's own
+    ``z_{t-1}`` by the given sequence (the prior trained on posterior samples).
+
+    Returns ``(z [T, B, L], probs [T, B, L], aux)``.
+    """
+
+    latent: int
+    num_candidates: int
+    cell: cells.Cell
+
+    @nn.compact
+    def __call__(self, key: Array, context: Array | None, num_steps: int, batch: int, teacher: Array | None = None):
+        L, k = self.latent, self.num_candidates
+        n_ctx = 0 if context is None else context.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (n_ctx + L, L * k))
+        bias = self.param("bias", nn.initializers.zeros_init(), (L * k,))
+        cell_params = self.cell.init_params((L * k,))
+        state0 = self.cell.init_state((batch, L * k))
+        picks = jax.random.randint(key, (num_steps, batch, L), 0, k)
+        ctx = jnp.zeros((num_steps, batch, 0)) if context is None else context
+        prev_seq = None
+        if teacher is not None:
+            prev_seq = jnp.concatenate([jnp.zeros_like(teacher[:1]), teacher[:-1]], axis=0)
+
+        def step(carry, inputs):
+            st, z_prev = carry
+            ctx_t, pick_t, prev_t = inputs
+            z_in = z_prev if prev_t is None else prev_t
+            current = jnp.concatenate([ctx_t, z_in], axis=-1) @ kernel + bias
+            st, cand = self.cell.step(cell_params, st, current)
+            cand = cand.reshape(batch, L, k)
+            z_t = jnp.take_along_axis(cand, pick_t[..., None], axis=-1)[..., 0]
+            return (st, z_t), (z_t, jnp.mean(cand, axis=-1), jnp.sum(cand.reshape(batch, -1), axis=1))
+
+        xs = (ctx, picks, prev_seq)
+        _, (z, probs, counts) = jax.lax.scan(step, (state0, jnp.zeros((batch, L))), xs)
+        # Synaptic events: context spikes + previous latent spikes, each to L*k neurons.
+        events = jnp.sum((ctx != 0), axis=(0, 2)) + jnp.sum(
+            (z if teacher is None else prev_seq) != 0, axis=(0, 2)
+        )
+        ops = events.astype(jnp.float32) * (L * k) + L * k * num_steps
+        spikes = jnp.sum(counts, axis=0)
+        aux = {
+            "spike_count": spikes,
+            "firing_rate": spikes / (num_steps * L * k),
+            "synops": ops,
+            "macs": jnp.zeros_like(ops),
+        }
+        return z, probs, aux
+
+
+class SpikingVAE(nn.Module):
+    """Spiking VAE with a Bernoulli spike latent (see module docstring).
 
     Attributes:
-      num_steps: ``T``, time steps per example.
+      num_steps: ``T``.
       latent: latent units ``L``.
-      encoder: hidden widths of the spiking encoder.
-      decoder: hidden widths of the spiking decoder.
-      beta, threshold, slope: LIF decay, threshold, fast-sigmoid slope.
-      prior_p: firing probability of the Bernoulli prior.
-      hoist: synapse placement, see :mod:`jaxspike.layers` (None = auto).
+      image_shape: ``(H, W, C)`` of the data.
+      arch: ``"mlp"`` or ``"conv"`` (stride-2 convolutions in the encoder,
+        transposed convolutions in the decoder).
+      encoder / decoder: hidden widths of the MLP variant.
+      channels: feature maps of the conv variant (encoder order).
+      coding: input coding, ``"rate"`` (Bernoulli) or ``"latency"``.
+      estimator: latent gradient estimator, one of :data:`ESTIMATORS`.
+      prior: ``"bernoulli"`` (fixed ``prior_p``) or ``"autoregressive"``.
+      num_candidates: ``k`` of the autoregressive sampler.
+      readout: decoder output, one of :data:`READOUTS`.
+      beta, threshold, slope: LIF decay, threshold and fast-sigmoid slope.
+      learn_neuron: learn per-neuron beta and threshold.
+      hoist: synapse placement (None = auto, see :mod:`jaxspike.layers`).
     """
 
     num_steps: int = 16
     latent: int = 128
+    image_shape: tuple[int, int, int] = (28, 28, 1)
+    arch: str = "mlp"
     encoder: Sequence[int] = (512, 256)
     decoder: Sequence[int] = (256, 512)
+    channels: Sequence[int] = (32, 64)
+    coding: str = "rate"
+    estimator: str = "straight_through"
+    prior: str = "bernoulli"
+    prior_p: float = 0.5
+    num_candidates: int = 20
+    readout: str = "membrane"
     beta: float = 0.9
     threshold: float = 1.0
     slope: float = 25.0
-    prior_p: float = 0.5
-    out_dim: int = 784
+    learn_neuron: bool = False
     hoist: bool | None = None
 
-    def setup(self):
+    @property
+    def out_dim(self) -> int:
+        return int(np.prod(self.image_shape))
+
+    def _validate(self) -> None:
         if self.latent < 1:
             raise ValueError(f"latent size must be >= 1, got {self.latent}")
         encoding.check_num_steps(self.num_steps)
-        cell = cells.lif(self.beta, self.threshold, surrogates.fast_sigmoid(self.slope))
-        self.enc_layers = [layers.SpikingDense(n, cell=cell, hoist=self.hoist) for n in self.encoder]
-        self.to_latent = layers.DenseReadout(self.latent, mode="sequence", beta=0.0)
-        self.dec_layers = [layers.SpikingDense(n, cell=cell, hoist=self.hoist) for n in self.decoder]
-        self.readout = layers.DenseReadout(self.out_dim, mode="mean", beta=0.0)
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("coding", self.coding, CODINGS)
+        _check_choice("estimator", self.estimator, ESTIMATORS)
+        _check_choice("prior", self.prior, PRIORS)
+        _check_choice("readout", self.readout, READOUTS)
+        if not 0.0 < self.prior_p < 1.0:
+            raise ValueError(f"prior_p must lie in (0, 1), got {self.prior_p}")
+        if self.num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
+        if self.arch == "conv":
+            h, w, _ = self.image_shape
+            if h % 4 or w % 4:
+                raise ValueError(f"the conv VAE needs H and W divisible by 4, got image_shape {self.image_shape}")
+
+    def _cell(self) -> cells.Cell:
+        return cells.lif(
+            self.beta,
+            self.threshold,
+            surrogates.fast_sigmoid(self.slope),
+            learn_beta=self.learn_neuron,
+            learn_threshold=self.learn_neuron,
+            per_neuron=self.learn_neuron,
+        )
+
+    def setup(self):
+        self._validate()
+        cell = self._cell()
+        dense = lambda n, **kw: layers.SpikingDense(n, cell=cell, hoist=self.hoist, **kw)  # noqa: E731
+        if self.arch == "mlp":
+            self.enc_layers = [dense(n) for n in self.encoder]
+            self.dec_layers = [dense(n) for n in self.decoder]
+        else:
+            conv = lambda c, **kw: layers.SpikingConv(  # noqa: E731
+                c, kernel_size=3, strides=2, cell=cell, hoist=self.hoist, **kw
+            )
+            deconv = lambda c, **kw: layers.SpikingConvTranspose(  # noqa: E731
+                c, kernel_size=4, strides=2, hoist=self.hoist, **kw
+            )
+            self.enc_layers = [conv(c) for c in self.channels]
+            h, w, _ = self.image_shape
+            self.dec_layers = [dense((h // 4) * (w // 4) * self.channels[-1])]
+            self.deconv_layers = [deconv(self.channels[0], cell=cell)]
+        if self.estimator == "autoregressive":
+            self.posterior = _AutoregressiveSpikes(self.latent, self.num_candidates, cell)
+        else:
+            self.to_latent = layers.DenseReadout(self.latent, mode="sequence", beta=0.0)
+        if self.prior == "autoregressive":
+            self.prior_net = _AutoregressiveSpikes(self.latent, self.num_candidates, cell)
+        h, w, c = self.image_shape
+        if self.readout == "membrane":
+            if self.arch == "mlp":
+                self.out_layer = layers.DenseReadout(self.out_dim, mode="mean", beta=0.0)
+            else:
+                self.out_layer = layers.SpikingConvTranspose(
+                    c, kernel_size=4, strides=2, cell=cells.leaky_integrator(0.0), hoist=self.hoist
+                )
+        else:
+            if self.arch == "mlp":
+                self.out_layer = layers.SpikingDense(self.out_dim, cell=cell, hoist=self.hoist)
+            else:
+                self.out_layer = layers.SpikingConvTranspose(c, kernel_size=4, strides=2, cell=cell, hoist=self.hoist)
+
+    # -- encoder -------------------------------------------------------------
+
+    def _code_input(self, images: Array, key: Array) -> Array:
+        x = images if self.arch == "conv" else images.reshape(images.shape[0], -1)
+        if self.coding == "rate":
+            return encoding.rate(key, x, self.num_steps)
+        return encoding.latency(x, self.num_steps)
 
     def encode(self, images: Array, key: Array):
-        """``images [B, ...]`` in [0, 1] -> posterior probabilities ``q [T, B, L]``, aux."""
-        flat = images.reshape(images.shape[0], -1)
-        spikes = encoding.rate(key, flat, self.num_steps)
+        """``images [B, H, W, C]`` -> encoder features ``h [T, B, F]`` and layer aux."""
+        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.image_shape):
+            raise ValueError(
+                f"SpikingVAE expects images [B, {', '.join(map(str, self.image_shape))}], got shape {tuple(images.shape)}"
+            )
+        spikes = self._code_input(images, key)
         aux = {}
         for i, layer in enumerate(self.enc_layers):
             spikes, aux[f"enc{i}"] = layer(spikes)
-        logits, aux["to_latent"] = self.to_latent(spikes)
-        return jax.nn.sigmoid(logits), aux
+        return spikes.reshape(spikes.shape[:2] + (-1,)), aux
+
+    def posterior_sample(self, h: Array, key: Array, *, train: bool = True, temperature: float = 1.0):
+        """Latent spikes ``z [T, B, L]`` and posterior probabilities ``q`` from features ``h``."""
+        aux = {}
+        if self.estimator == "autoregressive":
+            z, q, aux["posterior"] = self.posterior(key, h, self.num_steps, h.shape[1])
+            return z, q, aux
+        logits, aux["to_latent"] = self.to_latent(h)
+        q = jax.nn.sigmoid(logits)
+        if self.estimator == "straight_through" or not train:
+            z = noise.straight_through_bernoulli(key, q)
+        else:
+            u = jax.random.uniform(key, q.shape, q.dtype, minval=_EPS, maxval=1.0 - _EPS)
+            z = jax.nn.sigmoid((logits + jnp.log(u) - jnp.log1p(-u)) / temperature)
+        return z, q, aux
+
+    # -- decoder -------------------------------------------------------------
 
     def decode(self, z: Array):
-        """Latent spikes ``z [T, B, L]`` -> reconstruction logits ``[B, out_dim]``, aux."""
+        """Latent spikes ``z [T, B, L]`` -> image logits ``[B, H*W*C]`` and layer aux."""
+        if z.ndim != 3 or z.shape[-1] != self.latent:
+            raise ValueError(f"latent spikes must be [T, B, {self.latent}], got shape {tuple(z.shape)}")
+        if z.shape[0] != self.num_steps:
+            raise ValueError(f"latent has T = {z.shape[0]} steps but the model runs T = {self.num_steps}")
         aux = {}
         spikes = z
         for i, layer in enumerate(self.dec_layers):
             spikes, aux[f"dec{i}"] = layer(spikes)
-        logits, aux["readout"] = self.readout(spikes)
-        return logits, aux
+        if self.arch == "conv":
+            h, w, _ = self.image_shape
+            spikes = spikes.reshape(spikes.shape[:2] + (h // 4, w // 4, self.channels[-1]))
+            for i, layer in enumerate(self.deconv_layers):
+                spikes, aux[f"deconv{i}"] = layer(spikes)
+        out, aux["readout"] = self.out_layer(spikes)
+        batch = z.shape[1]
+        if self.readout == "membrane":
+            logits = out if self.arch == "mlp" else jnp.mean(out, axis=0)
+            return logits.reshape(batch, -1), aux
+        if self.readout == "rate":
+            p = jnp.mean(out, axis=0)
+        else:
+            p = _first_spike_intensity(out)
+        p = jnp.clip(p.reshape(batch, -1), _EPS, 1.0 - _EPS)
+        return jnp.log(p) - jnp.log1p(-p), aux
 
-    def __call__(self, images: Array, key: Array):
-        """Encodes, samples the latent spikes and decodes.
+    def prior_probs(self, z: Array, key: Array):
+        """Prior probabilities ``p [T, B, L]`` for the posterior sample ``z`` (teacher forcing)."""
+        if self.prior == "bernoulli":
+            return jnp.full(z.shape, self.prior_p, z.dtype), {}
+        _, p, aux = self.prior_net(key, None, self.num_steps, z.shape[1], teacher=z)
+        return p, {"prior": aux}
 
-        Args:
-          images: ``[B, H, W, C]`` or ``[B, D]`` in [0, 1].
-          key: PRNG key for the input coding and the latent sample.
+    def __call__(self, images: Array, key: Array, *, train: bool = True, temperature: float = 1.0):
+        """Encodes, samples the latent spikes, decodes.
 
         Returns:
-          ``(logits [B, D], aux)`` where ``aux`` holds ``q`` (posterior
-          probabilities ``[T, B, L]``), ``z`` (latent spikes) and one entry of
-          counts per layer under ``"layers"``.
+          ``(logits [B, D], aux)``; ``aux`` holds ``q`` and ``p`` (posterior
+          and prior probabilities ``[T, B, L]``), ``z`` (latent spikes) and the
+          per-layer counts under ``"layers"``.
         """
-        k_in, k_z = jax.random.split(key)
-        q, enc_aux = self.encode(images, k_in)
-        z = noise.straight_through_bernoulli(k_z, q)
-        flat_dim = images.reshape(images.shape[0], -1).shape[-1]
-        if flat_dim != self.out_dim:
-            raise ValueError(f"images have {flat_dim} values each but the model's out_dim is {self.out_dim}")
+        k_in, k_z, k_p = jax.random.split(key, 3)
+        h, enc_aux = self.encode(images, k_in)
+        z, q, post_aux = self.posterior_sample(h, k_z, train=train, temperature=temperature)
+        p, prior_aux = self.prior_probs(z, k_p)
         logits, dec_aux = self.decode(z)
-        return logits, {"q": q, "z": z, "layers": {**enc_aux, **dec_aux}}
+        return logits, {"q": q, "p": p, "z": z, "layers": {**enc_aux, **post_aux, **prior_aux, **dec_aux}}
+
+    def sample_prior(self, key: Array, num: int) -> tuple[Array, dict]:
+        """Latent spike trains ``[T, num, L]`` drawn from the prior."""
+        if self.prior == "bernoulli":
+            return noise.bernoulli_process(key, self.prior_p, (self.num_steps, num, self.latent)), {}
+        z, _, aux = self.prior_net(key, None, self.num_steps, num)
+        return z, {"prior": aux}
 
     def generate(self, key: Array, num: int):
-        """Samples ``num`` images from the Bernoulli prior: ``sigmoid(logits) [num, out_dim]``.
+        """``num`` images from the prior: ``(probs [num, H, W, C], aux)``.
 
         Call as ``model.apply(variables, key, num, method="generate")``.
         """
-        z = noise.bernoulli_process(key, self.prior_p, (self.num_steps, num, self.latent))
+        z, prior_aux = self.sample_prior(key, num)
         logits, aux = self.decode(z)
-        return jax.nn.sigmoid(logits), aux
+        return jax.nn.sigmoid(logits).reshape((num,) + tuple(self.image_shape)), {**prior_aux, **aux}
+
+    def reconstruct(self, images: Array, key: Array):
+        """Mean reconstructions ``[B, H, W, C]`` with a hard latent sample."""
+        logits, _ = self(images, key, train=False)
+        return jax.nn.sigmoid(logits).reshape(images.shape)
 
 
-def elbo_loss(model: FCSpikingVAE, params, images: Array, key: Array):
-    """Negative ELBO averaged over the batch, and its terms.
+FCSpikingVAE = SpikingVAE  # the core benchmark's fully-connected model is the default
 
-    ``-ELBO = BCE(x, logits) + sum_{t,l} KL(Bern(q_t) || Bern(prior_p))``.
-    """
-    logits, aux = model.apply({"params": params}, images, key)
+
+def _likelihood_nll(logits: Array, images: Array, likelihood: str, sigma: float) -> Array:
     targets = images.reshape(images.shape[0], -1)
-    recon = losses.bernoulli_nll(logits, targets)
-    kl = losses.bernoulli_kl(aux["q"], model.prior_p, batch_axis=1)
-    loss = jnp.mean(recon + kl)
-    return loss, {"loss": loss, "recon": jnp.mean(recon), "kl": jnp.mean(kl), "aux": aux}
+    if likelihood == "bernoulli":
+        return losses.bernoulli_nll(logits, targets)
+    _check_choice("likelihood", likelihood, LIKELIHOODS)
+    mean = jax.nn.sigmoid(logits)
+    return jnp.sum((mean - targets) ** 2, axis=1) / (2.0 * sigma**2)
+
+
+def elbo_loss(
+    model: SpikingVAE,
+    params,
+    images: Array,
+    key: Array,
+    *,
+    temperature: float = 1.0,
+    likelihood: str = "bernoulli",
+    sigma: float = 0.1,
+    kl_weight: float = 1.0,
+    mmd_weight: float = 0.0,
+    train: bool = True,
+):
+    """Negative ELBO (batch mean) and its terms.
+
+    ``-ELBO = NLL(x | logits) + kl_weight * sum_{t,l} KL(Bern(q_t) || Bern(p_t))
+    + mmd_weight * MMD_psp(q, p)``. ``terms`` also carries the model ``aux``.
+    """
+    logits, aux = model.apply({"params": params}, images, key, train=train, temperature=temperature)
+    recon = _likelihood_nll(logits, images, likelihood, sigma)
+    kl = losses.bernoulli_kl(aux["q"], aux["p"], batch_axis=1)
+    per_example = recon + kl_weight * kl
+    terms = {"recon": jnp.mean(recon), "kl": jnp.mean(kl)}
+    if mmd_weight:
+        mmd = mmd_psp(aux["q"], aux["p"])
+        per_example = per_example + mmd_weight * mmd
+        terms["mmd"] = jnp.mean(mmd)
+    loss = jnp.mean(per_example)
+    terms["loss"] = loss
+    terms["elbo"] = -jnp.mean(recon + kl)
+    terms["aux"] = aux
+    return loss, terms
+
+
+# ---------------------------------------------------------------------------
+# Analog twin
+
+
+class AnalogVAE(nn.Module):
+    """The spiking VAE's analog twin: ReLU units and a Gaussian latent.
+
+    Same widths as :class:`SpikingVAE` (``encoder``/``decoder`` for the MLP,
+    ``channels`` for the conv variant); latent ``z = mu + sigma * eps``.
+    """
+
+    latent: int = 128
+    image_shape: tuple[int, int, int] = (28, 28, 1)
+    arch: str = "mlp"
+    encoder: Sequence[int] = (512, 256)
+    decoder: Sequence[int] = (256, 512)
+    channels: Sequence[int] = (32, 64)
+
+    def setup(self):
+        if self.latent < 1:
+            raise ValueError(f"latent size must be >= 1, got {self.latent}")
+        _check_choice("arch", self.arch, ARCHS)
+        h, w, c = self.image_shape
+        if self.arch == "mlp":
+            self.enc_layers = [nn.Dense(n) for n in self.encoder]
+            self.dec_layers = [nn.Dense(n) for n in self.decoder]
+            self.out_layer = nn.Dense(h * w * c)
+        else:
+            self.enc_layers = [nn.Conv(ch, (3, 3), strides=2) for ch in self.channels]
+            self.dec_layers = [nn.Dense((h // 4) * (w // 4) * self.channels[-1])]
+            self.deconv_layers = [nn.ConvTranspose(self.channels[0], (4, 4), strides=(2, 2))]
+            self.out_layer = nn.ConvTranspose(c, (4, 4), strides=(2, 2))
+        self.to_mu = nn.Dense(self.latent)
+        self.to_logvar = nn.Dense(self.latent)
+
+    def encode(self, images: Array):
+        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.image_shape):
+            raise ValueError(
+                f"AnalogVAE expects images [B, {', '.join(map(str, self.image_shape))}], got shape {tuple(images.shape)}"
+            )
+        x = images if self.arch == "conv" else images.reshape(images.shape[0], -1)
+        for layer in self.enc_layers:
+            x = nn.relu(layer(x))
+        x = x.reshape(x.shape[0], -1)
+        return self.to_mu(x), self.to_logvar(x)
+
+    def decode(self, z: Array) -> Array:
+        x = z
+        for layer in self.dec_layers:
+            x = nn.relu(layer(x))
+        if self.arch == "conv":
+            h, w, _ = self.image_shape
+            x = x.reshape(x.shape[0], h // 4, w // 4, self.channels[-1])
+            for layer in self.deconv_layers:
+                x = nn.relu(layer(x))
+        return self.out_layer(x).reshape(z.shape[0], -1)
+
+    def __call__(self, images: Array, key: Array, *, train: bool = True, temperature: float = 1.0):
+        del temperature  # same signature as SpikingVAE
+        mu, logvar = self.encode(images)
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape) if train else mu
+        return self.decode(z), {"mu": mu, "logvar": logvar, "z": z, "layers": {}}
+
+    def generate(self, key: Array, num: int):
+        z = jax.random.normal(key, (num, self.latent))
+        return jax.nn.sigmoid(self.decode(z)).reshape((num,) + tuple(self.image_shape)), {}
+
+    def reconstruct(self, images: Array, key: Array):
+        logits, _ = self(images, key, train=False)
+        return jax.nn.sigmoid(logits).reshape(images.shape)
+
+
+def analog_elbo_loss(
+    model: AnalogVAE,
+    params,
+    images: Array,
+    key: Array,
+    *,
+    likelihood: str = "bernoulli",
+    sigma: float = 0.1,
+    kl_weight: float = 1.0,
+    train: bool = True,
+    **unused,
+):
+    """Negative ELBO of the analog twin, Gaussian KL in closed form."""
+    logits, aux = model.apply({"params": params}, images, key, train=train)
+    recon = _likelihood_nll(logits, images, likelihood, sigma)
+    mu, logvar = aux["mu"], aux["logvar"]
+    kl = 0.5 * jnp.sum(jnp.exp(logvar) + mu**2 - 1.0 - logvar, axis=1)
+    loss = jnp.mean(recon + kl_weight * kl)
+    return loss, {"loss": loss, "recon": jnp.mean(recon), "kl": jnp.mean(kl), "elbo": -jnp.mean(recon + kl), "aux": aux}
