@@ -131,13 +131,16 @@ class _AutoregressiveSpikes(nn.Module):
     latent: int
     num_candidates: int
     cell: cells.Cell
+    bias_scale: float = 1.0
 
     @nn.compact
     def __call__(self, key: Array, context: Array | None, num_steps: int, batch: int, teacher: Array | None = None):
         L, k = self.latent, self.num_candidates
         n_ctx = 0 if context is None else context.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (n_ctx + L, L * k))
-        bias = self.param("bias", nn.initializers.zeros_init(), (L * k,))
+        # Spread constant drives over the candidates so that, from the start, they fire at
+        # different rates and z_t varies with the key (a zero bias leaves the prior silent).
+        bias = self.param("bias", nn.initializers.uniform(self.bias_scale), (L * k,))
         cell_params = self.cell.init_params((L * k,))
         state0 = self.cell.init_state((batch, L * k))
         picks = jax.random.randint(key, (num_steps, batch, L), 0, k)
@@ -264,11 +267,11 @@ class SpikingVAE(nn.Module):
             self.dec_layers = [dense((h // 4) * (w // 4) * self.channels[-1])]
             self.deconv_layers = [deconv(self.channels[0], cell=cell)]
         if self.estimator == "autoregressive":
-            self.posterior = _AutoregressiveSpikes(self.latent, self.num_candidates, cell)
+            self.posterior = _AutoregressiveSpikes(self.latent, self.num_candidates, cell, self.threshold)
         else:
             self.to_latent = layers.DenseReadout(self.latent, mode="sequence", beta=0.0)
         if self.prior == "autoregressive":
-            self.prior_net = _AutoregressiveSpikes(self.latent, self.num_candidates, cell)
+            self.prior_net = _AutoregressiveSpikes(self.latent, self.num_candidates, cell, self.threshold)
         h, w, c = self.image_shape
         if self.readout == "membrane":
             if self.arch == "mlp":
@@ -278,10 +281,15 @@ class SpikingVAE(nn.Module):
                     c, kernel_size=4, strides=2, cell=cells.leaky_integrator(0.0), hoist=self.hoist
                 )
         else:
+            # Output neurons start with a drive of half the threshold per step so every pixel
+            # fires early on: a silent output gets (almost) no surrogate gradient.
+            drive = nn.initializers.constant(0.5 * self.threshold)
             if self.arch == "mlp":
-                self.out_layer = layers.SpikingDense(self.out_dim, cell=cell, hoist=self.hoist)
+                self.out_layer = layers.SpikingDense(self.out_dim, cell=cell, hoist=self.hoist, bias_init=drive)
             else:
-                self.out_layer = layers.SpikingConvTranspose(c, kernel_size=4, strides=2, cell=cell, hoist=self.hoist)
+                self.out_layer = layers.SpikingConvTranspose(
+                    c, kernel_size=4, strides=2, cell=cell, hoist=self.hoist, bias_init=drive
+                )
 
     # -- encoder -------------------------------------------------------------
 

@@ -1,0 +1,141 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxspike import cells, noise, surrogates
+from jaxspike.models import vae
+
+TINY = dict(num_steps=4, latent=8, encoder=(32,), decoder=(32,), channels=(4, 8), num_candidates=4)
+
+
+def _images(n=16, seed=0):
+    # Structured toy data: bright squares at a few positions.
+    rng = np.random.default_rng(seed)
+    imgs = np.zeros((n, 28, 28, 1), np.float32)
+    for i in range(n):
+        r, c = rng.integers(0, 20, size=2)
+        imgs[i, r : r + 8, c : c + 8] = 1.0
+    return jnp.asarray(imgs)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(coding="latency", estimator="relaxed", readout="rate"),
+    dict(estimator="autoregressive", prior="autoregressive", readout="first_spike"),
+    dict(arch="conv", estimator="straight_through"),
+])
+def test_loss_falls_on_tiny_subset(kw):
+    model = vae.SpikingVAE(**TINY, **{"threshold": 0.5, **kw})
+    x = _images()
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    opt = optax.adam(3e-3)
+    opt_state = opt.init(params)
+
+    @jax.jit
+    def step(params, opt_state, key):
+        (loss, _), grads = jax.value_and_grad(
+            lambda p: vae.elbo_loss(model, p, x, key, temperature=0.5), has_aux=True
+        )(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    losses = []
+    for i in range(30):
+        params, opt_state, loss = step(params, opt_state, jax.random.key(100 + i))
+        losses.append(float(loss))
+    assert np.all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses[::5]
+
+
+def test_latent_spike_frequencies_follow_posterior():
+    model = vae.SpikingVAE(**TINY)
+    x = jnp.repeat(_images(4), 64, axis=0)
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    _, aux = model.apply({"params": params}, x, jax.random.key(2))
+    q, z = np.asarray(aux["q"]), np.asarray(aux["z"])
+    assert set(np.unique(z)) <= {0.0, 1.0}  # one spike or none
+    # Spike frequency per (t, unit), pooled over 256 examples, matches mean q within 5 s.e.
+    freq, mean_q = z.mean(axis=1), q.mean(axis=1)
+    se = np.sqrt(mean_q * (1 - mean_q) / z.shape[1]) + 1e-3
+    assert np.all(np.abs(freq - mean_q) < 5 * se)
+
+
+def test_straight_through_frequency_and_gradient():
+    p = jnp.full((20000,), 0.3)
+    z = noise.straight_through_bernoulli(jax.random.key(0), p)
+    assert abs(float(z.mean()) - 0.3) < 0.01
+    g = jax.grad(lambda p: jnp.sum(noise.straight_through_bernoulli(jax.random.key(0), p)))(p)
+    np.testing.assert_array_equal(g, 1.0)
+
+
+@pytest.mark.parametrize("estimator", vae.ESTIMATORS)
+def test_estimator_gradient_points_uphill(estimator):
+    # Toy objective: the expected number of latent spikes. Raising the encoder's latent bias
+    # must raise it, so every estimator's gradient on that bias must be finite and positive.
+    model = vae.SpikingVAE(**{**TINY, "estimator": estimator}, threshold=0.5)
+    x = _images(32)
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    bias_path = ("posterior", "bias") if estimator == "autoregressive" else ("to_latent", "bias")
+
+    def objective(bias):
+        p = jax.tree_util.tree_map(lambda a: a, params)
+        p[bias_path[0]] = {**p[bias_path[0]], bias_path[1]: bias}
+        _, aux = model.apply({"params": p}, x, jax.random.key(3), temperature=0.5)
+        return jnp.mean(aux["z"])
+
+    g = jax.grad(objective)(params[bias_path[0]][bias_path[1]])
+    assert jnp.all(jnp.isfinite(g))
+    assert float(jnp.sum(g)) > 0
+
+
+def test_prior_sampling_reproducible_from_key():
+    for prior in vae.PRIORS:
+        model = vae.SpikingVAE(**TINY, prior=prior)
+        x = _images(2)
+        params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+        a, _ = model.apply({"params": params}, jax.random.key(5), 6, method="generate")
+        b, _ = model.apply({"params": params}, jax.random.key(5), 6, method="generate")
+        assert a.shape == (6, 28, 28, 1)
+        np.testing.assert_array_equal(a, b)
+        za, _ = model.apply({"params": params}, jax.random.key(5), 6, method="sample_prior")
+        zc, _ = model.apply({"params": params}, jax.random.key(6), 6, method="sample_prior")
+        assert not np.array_equal(za, zc)
+
+
+def test_autoregressive_prior_rate_follows_candidates():
+    model = vae.SpikingVAE(**TINY, prior="autoregressive")
+    x = _images(2)
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    z, _ = model.apply({"params": params}, jax.random.key(2), 512, method="sample_prior")
+    assert z.shape == (4, 512, 8) and set(np.unique(np.asarray(z))) <= {0.0, 1.0}
+
+
+def test_analog_twin_trains_and_samples():
+    model = vae.AnalogVAE(latent=8, encoder=(32,), decoder=(32,))
+    x = _images()
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    loss, terms = vae.analog_elbo_loss(model, params, x, jax.random.key(2))
+    assert np.isfinite(float(loss)) and float(terms["kl"]) >= 0
+    imgs, _ = model.apply({"params": params}, jax.random.key(3), 5, method="generate")
+    assert imgs.shape == (5, 28, 28, 1) and float(imgs.min()) >= 0 and float(imgs.max()) <= 1
+
+
+def test_bad_configs_give_clear_errors():
+    x = _images(2)
+    with pytest.raises(ValueError, match="latent size"):
+        vae.SpikingVAE(latent=0).init(jax.random.key(0), x, jax.random.key(1))
+    with pytest.raises(ValueError, match="estimator"):
+        vae.SpikingVAE(**{**TINY, "estimator": "gumbel"}).init(jax.random.key(0), x, jax.random.key(1))
+    with pytest.raises(ValueError, match="positive int"):
+        vae.SpikingVAE(**{**TINY, "num_steps": 0}).init(jax.random.key(0), x, jax.random.key(1))
+    model = vae.SpikingVAE(**TINY)
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    with pytest.raises(ValueError, match="T = 7 steps but the model runs T = 4"):
+        model.apply({"params": params}, jnp.zeros((7, 2, 8)), method="decode")
+    with pytest.raises(ValueError, match="expects images"):
+        model.apply({"params": params}, jnp.zeros((2, 32, 32, 1)), jax.random.key(0))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        vae.SpikingVAE(**{**TINY, "arch": "conv", "image_shape": (30, 30, 1)}).init(
+            jax.random.key(0), jnp.zeros((1, 30, 30, 1)), jax.random.key(1))
