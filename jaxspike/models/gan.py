@@ -1,0 +1,351 @@
+"""Spiking GAN: a generator driven by Bernoulli spike noise and a spiking discriminator.
+
+Generator (time-major)::
+
+    noise z [T, B, Z],  z_t ~ Bernoulli(noise_p)        (a spike process, not a Gaussian)
+      -> LIF dense layers (MLP) or LIF dense + LIF transposed convs (DCGAN-like)
+      -> readout: non-spiking membrane mean (sigmoid), output firing rate, or
+         output first-spike time (intensity 1 - t_first / T, temporal coding
+         in the spirit of Kotariya & Ganguly 2022, "Spiking-GAN: a spiking
+         generative adversarial network using time-to-first-spike coding")
+      -> image x in [0, 1], [B, H, W, C]
+
+Discriminator: the image is coded as spikes (Bernoulli rate or latency),
+through LIF layers, read out by a non-spiking membrane mean to one logit. The
+generator learns through that encoding: the coders here are differentiable
+(straight-through for rate coding; a surrogate step on the cumulative
+latency code), so gradients reach the generated pixels. ``analog`` gives the
+hybrid of a spiking generator with an analog (LeakyReLU) discriminator
+(Rosenfeld, Simeone & Rajendran 2022, "Spiking generative adversarial
+networks with a neural network discriminator").
+
+The analog twins have the same widths with ReLU (generator) / LeakyReLU
+(discriminator) units and Gaussian noise.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxspike import cells, encoding, layers, noise, surrogates
+
+Array = jax.Array
+
+__all__ = [
+    "SpikingGenerator",
+    "SpikingDiscriminator",
+    "AnalogGenerator",
+    "AnalogDiscriminator",
+    "rate_code_st",
+    "latency_code_st",
+    "READOUTS",
+    "CODINGS",
+    "ARCHS",
+]
+
+READOUTS = ("membrane", "rate", "first_spike")
+CODINGS = ("rate", "latency")
+ARCHS = ("mlp", "conv")
+
+
+def _check_choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+
+
+def rate_code_st(key: Array, x: Array, num_steps: int) -> Array:
+    """Bernoulli rate code ``[T, B, ...]`` with a straight-through gradient to ``x``.
+
+    Forward ``s_t ~ Bernoulli(x)``; backward ``ds_t/dx = 1`` (so ``d mean_t
+    s_t / dx = 1``).
+    """
+    x_seq = jnp.broadcast_to(x[None], (num_steps, *x.shape))
+    u = jax.random.uniform(key, x_seq.shape, x.dtype)
+    hard = (u < x_seq).astype(x.dtype)
+    return x_seq + jax.lax.stop_gradient(hard - x_seq)
+
+
+def latency_code_st(x: Array, num_steps: int, spike_fn: surrogates.SpikeFn | None = None) -> Array:
+    """Linear latency code ``[T, B, ...]`` that is differentiable in ``x``.
+
+    The input has spiked by step ``t`` iff ``x >= 1 - t / (T - 1)`` (linear
+    time-to-first-spike, brighter = earlier). Writing the cumulative code
+    ``c_t = H(x - 1 + t/(T-1) + eps)`` with a surrogate ``H``, the spike train
+    ``s_t = c_t - c_{t-1}`` has one spike per input (none for ``x = 0``
+    when ``eps`` is below half a bin) and a gradient to ``x``.
+    """
+    spike_fn = spike_fn or surrogates.fast_sigmoid(10.0)
+    denom = max(num_steps - 1, 1)
+    levels = 1.0 - jnp.arange(num_steps, dtype=x.dtype) / denom
+    levels = levels.reshape((num_steps,) + (1,) * x.ndim)
+    eps = 0.25 / denom
+    cum = spike_fn(x[None] - levels + eps)
+    cum = cum * (x[None] > 0.5 / denom)  # dark pixels stay silent
+    prev = jnp.concatenate([jnp.zeros_like(cum[:1]), cum[:-1]], axis=0)
+    return cum - prev
+
+
+def _first_spike_intensity(spikes: Array) -> Array:
+    num_steps = spikes.shape[0]
+    silent_before = jnp.cumprod(1.0 - spikes, axis=0)
+    silent_before = jnp.concatenate([jnp.ones_like(spikes[:1]), silent_before[:-1]], axis=0)
+    weights = 1.0 - jnp.arange(num_steps, dtype=spikes.dtype) / num_steps
+    return jnp.tensordot(weights, spikes * silent_before, axes=(0, 0))
+
+
+class SpikingGenerator(nn.Module):
+    """Generator fed by a Bernoulli spike process.
+
+    Attributes:
+      num_steps: ``T``.
+      noise_dim: noise units ``Z``.
+      noise_p: firing probability of each noise unit per step.
+      image_shape: ``(H, W, C)``.
+      arch: ``"mlp"`` (``hidden`` widths) or ``"conv"`` (``channels``, DCGAN-like).
+      readout: one of :data:`READOUTS`.
+      beta, threshold, slope: LIF constants; ``learn_neuron`` trains per-neuron
+        beta and threshold (snnTorch-style trainable hyper-parameters).
+    """
+
+    num_steps: int = 16
+    noise_dim: int = 64
+    noise_p: float = 0.5
+    image_shape: tuple[int, int, int] = (28, 28, 1)
+    arch: str = "mlp"
+    hidden: Sequence[int] = (256, 512)
+    channels: Sequence[int] = (64, 32)
+    readout: str = "membrane"
+    beta: float = 0.9
+    threshold: float = 1.0
+    slope: float = 25.0
+    learn_neuron: bool = False
+    hoist: bool | None = None
+
+    def setup(self):
+        encoding.check_num_steps(self.num_steps)
+        if self.noise_dim < 1:
+            raise ValueError(f"noise_dim must be >= 1, got {self.noise_dim}")
+        if not 0.0 < self.noise_p < 1.0:
+            raise ValueError(f"noise_p must lie in (0, 1), got {self.noise_p}")
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("readout", self.readout, READOUTS)
+        h, w, c = self.image_shape
+        cell = cells.lif(
+            self.beta, self.threshold, surrogates.fast_sigmoid(self.slope),
+            learn_beta=self.learn_neuron, learn_threshold=self.learn_neuron, per_neuron=self.learn_neuron,
+        )
+        drive = nn.initializers.constant(0.5 * self.threshold)
+        if self.arch == "mlp":
+            self.hidden_layers = [layers.SpikingDense(n, cell=cell, hoist=self.hoist) for n in self.hidden]
+            if self.readout == "membrane":
+                self.out_layer = layers.DenseReadout(h * w * c, mode="mean", beta=0.0)
+            else:
+                self.out_layer = layers.SpikingDense(h * w * c, cell=cell, hoist=self.hoist, bias_init=drive)
+        else:
+            if h % 4 or w % 4:
+                raise ValueError(f"the conv generator needs H and W divisible by 4, got {self.image_shape}")
+            self.hidden_layers = [layers.SpikingDense((h // 4) * (w // 4) * self.channels[0], cell=cell, hoist=self.hoist)]
+            self.deconvs = [
+                layers.SpikingConvTranspose(ch, kernel_size=4, strides=2, cell=cell, hoist=self.hoist)
+                for ch in self.channels[1:]
+            ]
+            out_cell = cells.leaky_integrator(0.0) if self.readout == "membrane" else cell
+            self.out_layer = layers.SpikingConvTranspose(
+                c, kernel_size=4, strides=2 if len(self.channels) == 2 else 1, cell=out_cell, hoist=self.hoist,
+                bias_init=nn.initializers.zeros_init() if self.readout == "membrane" else drive,
+            )
+            if len(self.channels) != 2:
+                raise ValueError(f"the conv generator takes two channel widths (7x7 -> 14x14 -> 28x28), got {self.channels}")
+
+    def sample_noise(self, key: Array, num: int, noise_p: Array | float | None = None) -> Array:
+        """Noise spike trains ``[T, num, Z]``; ``noise_p`` may be per unit ``[Z]`` (latent walks)."""
+        p = self.noise_p if noise_p is None else noise_p
+        return noise.bernoulli_process(key, p, (self.num_steps, num, self.noise_dim))
+
+    def __call__(self, z: Array):
+        """Noise spikes ``z [T, B, Z]`` -> images ``[B, H, W, C]`` in [0, 1] and layer aux."""
+        if z.ndim != 3 or z.shape[-1] != self.noise_dim or z.shape[0] != self.num_steps:
+            raise ValueError(
+                f"generator noise must be [T={self.num_steps}, B, Z={self.noise_dim}], got shape {tuple(z.shape)}"
+            )
+        batch = z.shape[1]
+        h, w, c = self.image_shape
+        aux = {}
+        spikes = z
+        for i, layer in enumerate(self.hidden_layers):
+            spikes, aux[f"g{i}"] = layer(spikes)
+        if self.arch == "conv":
+            spikes = spikes.reshape(spikes.shape[:2] + (h // 4, w // 4, self.channels[0]))
+            for i, layer in enumerate(self.deconvs):
+                spikes, aux[f"g_deconv{i}"] = layer(spikes)
+        out, aux["g_out"] = self.out_layer(spikes)
+        if self.readout == "membrane":
+            logits = out if self.arch == "mlp" else jnp.mean(out, axis=0)
+            img = jax.nn.sigmoid(logits)
+        elif self.readout == "rate":
+            img = jnp.mean(out, axis=0)
+        else:
+            img = _first_spike_intensity(out)
+        return img.reshape((batch, h, w, c)), aux
+
+    def generate(self, key: Array, num: int, noise_p: Array | float | None = None):
+        """``num`` images from fresh noise spikes: ``(images [num, H, W, C], aux)``."""
+        return self(self.sample_noise(key, num, noise_p))
+
+
+class SpikingDiscriminator(nn.Module):
+    """Spiking discriminator reading images as spikes; returns one logit per image.
+
+    Attributes:
+      num_steps: ``T``.
+      coding: ``"rate"`` (straight-through Bernoulli) or ``"latency"``.
+      arch: ``"mlp"`` (``hidden``) or ``"conv"`` (``channels``, stride 2).
+    """
+
+    num_steps: int = 16
+    coding: str = "rate"
+    arch: str = "mlp"
+    hidden: Sequence[int] = (512, 256)
+    channels: Sequence[int] = (32, 64)
+    beta: float = 0.9
+    threshold: float = 1.0
+    slope: float = 25.0
+    learn_neuron: bool = False
+    hoist: bool | None = None
+
+    def setup(self):
+        encoding.check_num_steps(self.num_steps)
+        _check_choice("coding", self.coding, CODINGS)
+        _check_choice("arch", self.arch, ARCHS)
+        cell = cells.lif(
+            self.beta, self.threshold, surrogates.fast_sigmoid(self.slope),
+            learn_beta=self.learn_neuron, learn_threshold=self.learn_neuron, per_neuron=self.learn_neuron,
+        )
+        if self.arch == "mlp":
+            self.feature_layers = [layers.SpikingDense(n, cell=cell, hoist=self.hoist) for n in self.hidden]
+        else:
+            self.feature_layers = [
+                layers.SpikingConv(ch, kernel_size=3, strides=2, cell=cell, hoist=self.hoist) for ch in self.channels
+            ]
+        self.head = layers.DenseReadout(1, mode="mean", beta=0.0)
+
+    def features(self, images: Array, key: Array):
+        """Spiking features ``[T, B, F]`` of images ``[B, H, W, C]``."""
+        if images.ndim != 4:
+            raise ValueError(f"discriminator expects images [B, H, W, C], got shape {tuple(images.shape)}")
+        x = images if self.arch == "conv" else images.reshape(images.shape[0], -1)
+        if self.coding == "rate":
+            spikes = rate_code_st(key, x, self.num_steps)
+        else:
+            spikes = latency_code_st(x, self.num_steps)
+        aux = {}
+        for i, layer in enumerate(self.feature_layers):
+            spikes, aux[f"d{i}"] = layer(spikes)
+        return spikes.reshape(spikes.shape[:2] + (-1,)), aux
+
+    def __call__(self, images: Array, key: Array):
+        feats, aux = self.features(images, key)
+        logit, aux["d_head"] = self.head(feats)
+        return logit[:, 0], aux
+
+
+class AnalogGenerator(nn.Module):
+    """Analog twin of :class:`SpikingGenerator`: ReLU units, Gaussian noise ``[B, Z]``."""
+
+    noise_dim: int = 64
+    image_shape: tuple[int, int, int] = (28, 28, 1)
+    arch: str = "mlp"
+    hidden: Sequence[int] = (256, 512)
+    channels: Sequence[int] = (64, 32)
+
+    def sample_noise(self, key: Array, num: int, noise_p=None) -> Array:
+        del noise_p
+        return jax.random.normal(key, (num, self.noise_dim))
+
+    @nn.compact
+    def __call__(self, z: Array):
+        if z.ndim != 2 or z.shape[-1] != self.noise_dim:
+            raise ValueError(f"analog generator noise must be [B, {self.noise_dim}], got shape {tuple(z.shape)}")
+        h, w, c = self.image_shape
+        x = z
+        if self.arch == "mlp":
+            for n in self.hidden:
+                x = nn.relu(nn.Dense(n)(x))
+            x = nn.Dense(h * w * c)(x)
+        else:
+            x = nn.relu(nn.Dense((h // 4) * (w // 4) * self.channels[0])(x))
+            x = x.reshape(x.shape[0], h // 4, w // 4, self.channels[0])
+            x = nn.relu(nn.ConvTranspose(self.channels[1], (4, 4), strides=(2, 2))(x))
+            x = nn.ConvTranspose(c, (4, 4), strides=(2, 2))(x)
+        return jax.nn.sigmoid(x).reshape((z.shape[0], h, w, c)), {}
+
+    def generate(self, key: Array, num: int, noise_p=None):
+        return self(self.sample_noise(key, num))
+
+
+class AnalogDiscriminator(nn.Module):
+    """LeakyReLU discriminator (for the analog twin and the hybrid GAN)."""
+
+    arch: str = "mlp"
+    hidden: Sequence[int] = (512, 256)
+    channels: Sequence[int] = (32, 64)
+
+    @nn.compact
+    def __call__(self, images: Array, key: Array | None = None):
+        del key
+        if images.ndim != 4:
+            raise ValueError(f"discriminator expects images [B, H, W, C], got shape {tuple(images.shape)}")
+        if self.arch == "mlp":
+            x = images.reshape(images.shape[0], -1)
+            for n in self.hidden:
+                x = nn.leaky_relu(nn.Dense(n)(x), 0.2)
+        else:
+            x = images
+            for ch in self.channels:
+                x = nn.leaky_relu(nn.Conv(ch, (3, 3), strides=2)(x), 0.2)
+            x = x.reshape(x.shape[0], -1)
+        return nn.Dense(1)(x)[:, 0], {}
+
+
+def analog_macs(module: nn.Module, params, example_input: Array) -> float:
+    """Multiply-accumulates of one forward pass of an analog module, per example.
+
+    Counted from the dot/convolution operations in its jaxpr (``2 * MAC =
+    FLOPs`` as reported by XLA's cost model is not used: it counts
+    elementwise ops too).
+    """
+    jaxpr = jax.make_jaxpr(lambda p, x: module.apply({"params": p}, x))(params, example_input)
+    total = 0.0
+    batch = example_input.shape[0]
+
+    def visit(jp):
+        nonlocal total
+        for eqn in jp.eqns:
+            if eqn.primitive.name == "dot_general":
+                (lc, _), _ = eqn.params["dimension_numbers"]
+                lhs = eqn.invars[0].aval.shape
+                out = eqn.outvars[0].aval.shape
+                total += float(np.prod(out)) * float(np.prod([lhs[d] for d in lc]))
+            elif eqn.primitive.name == "conv_general_dilated":
+                rhs = eqn.invars[1].aval.shape  # HWIO or OIHW: the product is the same
+                out = eqn.outvars[0].aval.shape
+                dn = eqn.params["dimension_numbers"]
+                out_c = rhs[dn.rhs_spec[0]]
+                in_per_group = float(np.prod(rhs)) / out_c
+                # A transposed convolution is run as a convolution over a zero-dilated input;
+                # only the products with real inputs count (1 / prod(lhs_dilation) of them).
+                dilation = float(np.prod(eqn.params.get("lhs_dilation") or (1,)))
+                total += float(np.prod(out)) * in_per_group / dilation
+            for v in eqn.params.values():  # nested jaxprs (pjit, scan, custom_vjp ...)
+                if hasattr(v, "eqns"):
+                    visit(v)
+                elif hasattr(getattr(v, "jaxpr", None), "eqns"):
+                    visit(v.jaxpr)
+
+    visit(jaxpr.jaxpr)
+    return total / batch

@@ -1,0 +1,114 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxspike import gan_objective
+from jaxspike.models import gan
+
+TINY_G = dict(num_steps=4, noise_dim=16, hidden=(32, 64), channels=(8, 4))
+TINY_D = dict(num_steps=4, hidden=(32, 16), channels=(4, 8))
+
+
+def _real(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    imgs = np.zeros((n, 28, 28, 1), np.float32)
+    for i in range(n):
+        r = rng.integers(0, 20)
+        imgs[i, r : r + 8, 6:22] = 1.0  # a bar at a random height
+    return jnp.asarray(imgs)
+
+
+def test_noise_spike_frequencies_follow_p():
+    G = gan.SpikingGenerator(**TINY_G, noise_p=0.2)
+    z = G.sample_noise(jax.random.key(0), 500)
+    assert z.shape == (4, 500, 16) and set(np.unique(np.asarray(z))) <= {0.0, 1.0}
+    assert abs(float(z.mean()) - 0.2) < 0.01  # 32,000 draws: s.e. 0.0022
+    per_unit = jnp.linspace(0.05, 0.95, 16)
+    z = G.sample_noise(jax.random.key(1), 4000, noise_p=per_unit)
+    np.testing.assert_allclose(z.mean(axis=(0, 1)), per_unit, atol=0.02)
+
+
+@pytest.mark.parametrize("coding", ["rate", "latency"])
+@pytest.mark.parametrize("readout", ["membrane", "rate", "first_spike"])
+def test_generator_gets_gradients_through_spiking_discriminator(coding, readout):
+    G = gan.SpikingGenerator(**TINY_G, readout=readout, threshold=0.5)
+    D = gan.SpikingDiscriminator(**TINY_D, coding=coding, threshold=0.5)
+    real = _real()
+    state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, optax.adam(1e-3), optax.adam(1e-3))
+
+    def g_obj(g_params):
+        fake, _ = G.apply({"params": g_params}, G.sample_noise(jax.random.key(1), 16))
+        logits, _ = D.apply({"params": state.d_params}, fake, jax.random.key(2))
+        return jnp.mean(logits)
+
+    grads = jax.grad(g_obj)(state.g_params)
+    norms = [float(jnp.linalg.norm(g)) for g in jax.tree_util.tree_leaves(grads)]
+    assert all(np.isfinite(norms)) and sum(norms) > 0
+
+
+def test_latency_code_is_single_spike_and_differentiable():
+    x = jnp.linspace(0.0, 1.0, 11)[None]
+    s = gan.latency_code_st(x, 8)
+    assert s.shape == (8, 1, 11)
+    np.testing.assert_allclose(s.sum(0)[0, 1:], 1.0)  # one spike for every lit pixel
+    assert float(s.sum(0)[0, 0]) == 0.0  # a dark pixel stays silent
+    t_first = np.argmax(np.asarray(s[:, 0]), axis=0)[1:]
+    assert np.all(np.diff(t_first) <= 0)  # brighter = earlier
+    g = jax.grad(lambda x: jnp.sum(gan.latency_code_st(x, 8) * jnp.arange(8.0)[:, None, None]))(x)
+    assert float(jnp.sum(jnp.abs(g))) > 0  # spike times move with intensity
+
+
+@pytest.mark.parametrize("loss", gan_objective.GAN_LOSSES)
+@pytest.mark.parametrize("disc", ["spiking", "analog"])
+def test_smoke_training_step_runs_and_updates(loss, disc):
+    G = gan.SpikingGenerator(**TINY_G, threshold=0.5)
+    D = gan.SpikingDiscriminator(**TINY_D, threshold=0.5) if disc == "spiking" else gan.AnalogDiscriminator(hidden=(32, 16))
+    g_tx, d_tx = optax.adam(2e-4, b1=0.5), optax.adam(1e-3, b1=0.5)
+    real = _real()
+    state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
+    step = jax.jit(gan_objective.make_gan_step(G, D, g_tx, d_tx, loss=loss, r1_gamma=0.1, ema_decay=0.9))
+    new_state, metrics = step(state, {"image": real}, jax.random.key(1))
+    assert int(new_state.step) == 1
+    assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
+    for name in ("d_loss", "g_loss", "d_real", "d_fake", "g_grad_norm", "d_grad_norm"):
+        assert name in metrics
+    moved = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new_state.g_params, state.g_params)
+    assert max(jax.tree_util.tree_leaves(moved)) > 0
+    # The EMA moves a tenth of the way towards the new generator weights.
+    ema_gap = jax.tree_util.tree_map(
+        lambda e, p, p0: float(jnp.max(jnp.abs(e - (0.9 * p0 + 0.1 * p)))), new_state.g_ema, new_state.g_params, state.g_params
+    )
+    assert max(jax.tree_util.tree_leaves(ema_gap)) < 1e-6
+
+
+def test_sampling_is_reproducible_from_key():
+    G = gan.SpikingGenerator(**TINY_G, threshold=0.5, readout="rate")
+    params = G.init(jax.random.key(0), G.sample_noise(jax.random.key(1), 2))["params"]
+    a, _ = G.apply({"params": params}, jax.random.key(7), 5, method="generate")
+    b, _ = G.apply({"params": params}, jax.random.key(7), 5, method="generate")
+    c, _ = G.apply({"params": params}, jax.random.key(8), 5, method="generate")
+    assert a.shape == (5, 28, 28, 1) and float(a.min()) >= 0 and float(a.max()) <= 1
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_analog_macs_count_dense_and_transposed_convs():
+    AG = gan.AnalogGenerator(noise_dim=16, arch="conv", channels=(8, 4))
+    params = AG.init(jax.random.key(0), jnp.zeros((2, 16)))["params"]
+    # dense 16->7*7*8, then each input of a stride-2 transposed conv drives 4x4 x C_out outputs.
+    expected = 16 * 7 * 7 * 8 + 7 * 7 * 8 * 16 * 4 + 14 * 14 * 4 * 16 * 1
+    assert gan.analog_macs(AG, params, jnp.zeros((2, 16))) == expected
+
+
+def test_bad_configs():
+    with pytest.raises(ValueError, match="noise_p"):
+        gan.SpikingGenerator(**{**TINY_G, "noise_p": 1.5}).init(jax.random.key(0), jnp.zeros((4, 2, 16)))
+    G = gan.SpikingGenerator(**TINY_G)
+    with pytest.raises(ValueError, match="generator noise must be"):
+        G.init(jax.random.key(0), jnp.zeros((5, 2, 16)))
+    with pytest.raises(ValueError, match="GAN loss"):
+        gan_objective.make_gan_step(G, gan.AnalogDiscriminator(), optax.sgd(1.0), optax.sgd(1.0), loss="lsgan")
+    with pytest.raises(ValueError, match="coding"):
+        gan.SpikingDiscriminator(coding="phase").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(1))
