@@ -243,6 +243,10 @@ def run_snn(
         seq, kind = encoding.rate(key, x, num_steps), "spikes"
     else:
         raise ValueError(f"input_mode must be 'direct' or 'bernoulli', got {input_mode!r}")
+    return _simulate(snn, seq, kind)
+
+
+def _simulate(snn: "SpikingNet", seq: Array, kind: str):
     if_cell = cells.integrate_and_fire(1.0)
     linear_idx = [i for i, l in enumerate(snn.layers) if l.kind in LINEAR_KINDS]
     rates, aux = [], {}
@@ -264,6 +268,54 @@ def run_snn(
     if snn.output_activation == "sigmoid":
         out = jax.nn.sigmoid(out)
     return out, rates, aux
+
+
+# ---------------------------------------------------------------------------
+# Noise as spikes: how a converted generator is driven by a Bernoulli spike process.
+
+NOISE_CODINGS = ("uniform_rate", "binary_tonic", "gaussian_quantile")
+
+
+def noise_spikes(key: Array, noise: Array, num_steps: int, coding: str) -> Array:
+    """Input spike trains ``[T, B, Z]`` that stand for the analog noise ``[B, Z]``.
+
+    * ``uniform_rate`` - for a generator trained on ``u ~ U(0, 1)``: each unit
+      fires ``Bernoulli(u)`` each step, so its rate tends to ``u``
+      (``T``-step rate error ``~ sqrt(u (1-u) / T)``).
+    * ``binary_tonic`` - for a generator trained on binary noise ``b``: unit
+      ``i`` fires at every step iff ``b_i = 1``; exact at any ``T``, but
+      the randomness is the one draw of ``b``.
+    * ``gaussian_quantile`` - for a generator trained on Gaussian ``z``, with
+      no retraining: fire ``Bernoulli(Phi(z))`` (the Gaussian quantile as a
+      rate); :func:`quantile_input_layer` adapts the first layer to read
+      rates as ``z ~ sqrt(2 pi) (rate - 1/2)``, the linearised inverse CDF,
+      which compresses the tails (|z| > 1).
+    """
+    num_steps = encoding.check_num_steps(num_steps)
+    if coding == "uniform_rate":
+        return encoding.rate(key, jnp.clip(noise, 0.0, 1.0), num_steps)
+    if coding == "binary_tonic":
+        return encoding.direct((noise > 0.5).astype(noise.dtype), num_steps)
+    if coding == "gaussian_quantile":
+        p = jax.scipy.stats.norm.cdf(noise)
+        return encoding.rate(key, p, num_steps)
+    raise ValueError(f"noise coding must be one of {NOISE_CODINGS}, got {coding!r}")
+
+
+def quantile_input_layer(net: Sequence[Layer]) -> list[Layer]:
+    """First dense layer rewired to read rates ``r`` as ``z ~ sqrt(2 pi)(r - 1/2)``."""
+    net = list(net)
+    first = net[0]
+    if first.kind != "dense":
+        raise ValueError(f"gaussian_quantile needs a dense first layer, got {first.kind!r} ({first.name!r})")
+    gain = float(np.sqrt(2.0 * np.pi))
+    net[0] = first._replace(kernel=first.kernel * gain, bias=first.bias - 0.5 * gain * jnp.sum(first.kernel, axis=0))
+    return net
+
+
+def run_snn_on_spikes(snn: "SpikingNet", spikes: Array):
+    """Like :func:`run_snn`, for an input that is already a spike train ``[T, B, ...]``."""
+    return _simulate(snn, spikes, "spikes")
 
 
 # ---------------------------------------------------------------------------

@@ -88,3 +88,25 @@ def test_analog_vae_decoder_extracts():
     z = jax.random.normal(jax.random.key(2), (3, 8))
     expected = jax.nn.sigmoid(V.apply({"params": params}, z, method="decode"))
     np.testing.assert_allclose(convert.analog_forward(net, z), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("noise,coding", [("uniform", "uniform_rate"), ("binary", "binary_tonic"),
+                                          ("gaussian", "gaussian_quantile")])
+def test_noise_codings_drive_converted_generator(noise, coding):
+    G = gan.AnalogGenerator(noise_dim=8, hidden=(16, 32), noise=noise)
+    z = G.sample_noise(jax.random.key(0), 64)
+    params = G.init(jax.random.key(1), z)["params"]
+    net = convert.from_analog_generator(G, params)
+    if coding == "gaussian_quantile":
+        net = convert.quantile_input_layer(net)
+    snn = convert.convert(net, z if coding != "gaussian_quantile" else jax.scipy.stats.norm.cdf(z))
+    analog = G.apply({"params": params}, z)[0].reshape(64, -1)
+    errs = []
+    for T in (16, 256):
+        spikes = convert.noise_spikes(jax.random.key(T), z, T, coding)
+        assert spikes.shape == (T, 64, 8) and set(np.unique(np.asarray(spikes))) <= {0.0, 1.0}
+        out, _, _ = convert.run_snn_on_spikes(snn, spikes)
+        errs.append(float(jnp.mean(jnp.abs(out.reshape(64, -1) - analog))))
+    assert errs[1] < errs[0] or errs[1] < 0.01
+    if coding == "binary_tonic":
+        assert errs[1] < 0.02

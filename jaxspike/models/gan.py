@@ -254,18 +254,36 @@ class SpikingDiscriminator(nn.Module):
         return logit[:, 0], aux
 
 
+ANALOG_NOISE = ("gaussian", "uniform", "binary")
+
+
 class AnalogGenerator(nn.Module):
-    """Analog twin of :class:`SpikingGenerator`: ReLU units, Gaussian noise ``[B, Z]``."""
+    """Analog twin of :class:`SpikingGenerator`: ReLU units, noise ``[B, Z]``.
+
+    ``noise`` is ``"gaussian"`` (the usual GAN), ``"uniform"`` (``u ~ U(0,1)``,
+    i.e. a Gaussian pushed through its CDF: a converted twin reads it as
+    Bernoulli spike trains of rate ``u``) or ``"binary"`` (``b ~
+    Bernoulli(noise_p)``: a converted twin reads it as tonic spike trains),
+    see :mod:`jaxspike.convert`.
+    """
 
     noise_dim: int = 64
     image_shape: tuple[int, int, int] = (28, 28, 1)
     arch: str = "mlp"
     hidden: Sequence[int] = (256, 512)
     channels: Sequence[int] = (64, 32)
+    noise: str = "gaussian"
+    noise_p: float = 0.5
 
     def sample_noise(self, key: Array, num: int, noise_p=None) -> Array:
         del noise_p
-        return jax.random.normal(key, (num, self.noise_dim))
+        _check_choice("noise", self.noise, ANALOG_NOISE)
+        shape = (num, self.noise_dim)
+        if self.noise == "gaussian":
+            return jax.random.normal(key, shape)
+        if self.noise == "uniform":
+            return jax.random.uniform(key, shape)
+        return jax.random.bernoulli(key, self.noise_p, shape).astype(jnp.float32)
 
     @nn.compact
     def __call__(self, z: Array):
