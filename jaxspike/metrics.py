@@ -18,7 +18,8 @@ Inception-FID numbers.
   models"): each set's manifold is the union of balls reaching each point's
   k-th nearest neighbour; precision = share of generated points inside the
   real manifold (fidelity), recall = share of real points inside the
-  generated manifold (diversity).
+  generated manifold (diversity); plus density and coverage (Naeem et
+  al. 2020), the same k-NN balls counted in an outlier-robust way.
 * :func:`class_histogram` / :func:`class_entropy` - predicted-class
   histogram and its entropy in nats (mode coverage; ``ln 10 = 2.303`` for
   balanced digits, 0 for a single mode).
@@ -33,8 +34,10 @@ The classifier cache lives in ``$JAXSPIKE_CACHE/classifiers/<key>/``
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import sys
 import tempfile
 import time
 from typing import Any, NamedTuple
@@ -68,13 +71,16 @@ __all__ = [
 ]
 
 # Bump when FeatureCNN or its training changes, so stale caches are not reused.
-CLASSIFIER_VERSION = 1
+CLASSIFIER_VERSION = 2
 MIN_SAMPLES = 10
 NEAR_BINARY_EPS = 0.05
 
 
 class FeatureCNN(nn.Module):
     """Small CNN: two conv-ReLU-maxpool blocks, a ReLU feature layer, logits.
+
+    Dropout (training only) acts on the flattened conv output and on the
+    features; it matters with only 4,000 mnist5k training digits.
 
     Input ``[B, H, W, C]`` in ``[0, 1]``; returns ``(logits [B, K], features [B, D])``
     with ``D = feature_dim`` the space all metrics work in.
@@ -83,13 +89,14 @@ class FeatureCNN(nn.Module):
     num_classes: int
     width: int = 32
     feature_dim: int = 128
-    dropout: float = 0.0
+    dropout: float = 0.3
+    kernel_size: int = 3
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = x - 0.5  # centre inputs; all datasets are in [0, 1]
         for mult in (1, 2):
-            x = nn.Conv(self.width * mult, (3, 3))(x)
+            x = nn.Conv(self.width * mult, (self.kernel_size, self.kernel_size))(x)
             x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), (2, 2))
         x = x.reshape((x.shape[0], -1))
@@ -143,7 +150,12 @@ def train_classifier(
     batch_size: int = 64,
     learning_rate: float = 2e-3,
 ) -> tuple[Any, dict]:
-    """Trains a :class:`FeatureCNN` (Adam, cosine decay, shift augmentation).
+    """Trains a :class:`FeatureCNN` (AdamW, cosine decay, dropout 0.3, +-2 px shifts).
+
+    On mnist5k the defaults (625 steps of 64) reached 97.8% test accuracy
+    with seed 0 and 97.6% with seed 1, in ~40 s on 2 idle CPU cores.
+    Rotation/scale augmentation, 5x5 kernels or 1,000 steps were not
+    better on the 1,000 test digits (96.3-97.9%).
 
     Args:
       train, test: datasets of the same image shape.
@@ -164,10 +176,11 @@ def train_classifier(
 
     @jax.jit
     def step(params, opt_state, images, labels, key):
-        images = _shift_augment(key, images)
+        shift_key, dropout_key = jax.random.split(key)
+        images = _shift_augment(shift_key, images)
 
         def loss_fn(p):
-            logits, _ = model.apply(p, images)
+            logits, _ = model.apply(p, images, train=True, rngs={"dropout": dropout_key})
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -199,8 +212,19 @@ def train_classifier(
     return params, info
 
 
+@functools.lru_cache(maxsize=8)
+def _forward(model: FeatureCNN):
+    """Jitted ``params, images -> (probs, features)``, one per model config (flax modules hash by fields)."""
+
+    def fwd(params, images):
+        logits, features = model.apply(params, images)
+        return jax.nn.softmax(logits), features
+
+    return jax.jit(fwd)
+
+
 def _apply(model: FeatureCNN, params, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    fwd = jax.jit(lambda p, x: (lambda lf: (jax.nn.softmax(lf[0]), lf[1]))(model.apply(p, x)))
+    fwd = _forward(model)
     probs, feats = [], []
     for lo in range(0, len(images), batch_size):
         chunk = images[lo : lo + batch_size]
@@ -269,7 +293,7 @@ def get_classifier(
     train = data_lib.load(dataset, "train", max_examples=max_examples, **kwargs)
     test = data_lib.load(dataset, "test", max_examples=test_max, **kwargs)
     if verbose:
-        print(f"training feature classifier for {dataset} on {len(train.labels)} images ...", flush=True)
+        print(f"training feature classifier for {dataset} on {len(train.labels)} images ...", file=sys.stderr)
     params, info = train_classifier(train, test, seed=seed, num_steps=num_steps)
     info["dataset"] = dataset
     os.makedirs(root, exist_ok=True)
@@ -280,7 +304,7 @@ def get_classifier(
             f.write(payload)
         os.replace(tmp, path)
     if verbose:
-        print(f"classifier test accuracy {info['test_accuracy']:.4f} ({info['train_seconds']} s)", flush=True)
+        print(f"classifier test accuracy {info['test_accuracy']:.4f} ({info['train_seconds']} s)", file=sys.stderr)
     return Classifier(params, train.num_classes, tuple(train.images.shape[1:]), info)
 
 
@@ -407,27 +431,37 @@ def _knn_radii(feats: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
     return radii
 
 
-def _coverage(queries: np.ndarray, support: np.ndarray, radii: np.ndarray, chunk: int = 1024) -> float:
-    inside = np.zeros(len(queries), bool)
+def _ball_counts(queries: np.ndarray, centres: np.ndarray, radii: np.ndarray, chunk: int = 1024):
+    """Per query: how many centre balls contain it; per centre: whether any query is inside."""
+    counts = np.zeros(len(queries))
+    hit = np.zeros(len(centres), bool)
     for lo in range(0, len(queries), chunk):
-        d = _pairwise_dist(queries[lo : lo + chunk], support)
-        inside[lo : lo + chunk] = np.any(d <= radii[None, :], axis=1)
-    return float(inside.mean())
+        inside = _pairwise_dist(queries[lo : lo + chunk], centres) <= radii[None, :]
+        counts[lo : lo + chunk] = inside.sum(1)
+        hit |= inside.any(0)
+    return counts, hit
 
 
 def precision_recall(real_feats, fake_feats, k: int = 3) -> dict[str, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019).
+    """Improved precision and recall (Kynkaanniemi et al. 2019), density and coverage.
 
     Manifold of a set = union of balls centred on its points with radius
     the distance to the point's k-th nearest neighbour in the same set.
+    Precision counts a fake point as realistic if any real ball holds it, so
+    one outlier real point with a big ball can absorb a degenerate fake set
+    (blur, one repeated image); density and coverage (Naeem et al. 2020,
+    "Reliable fidelity and diversity metrics for generative models") use
+    only the real balls and are robust to that:
+    ``density = mean_j #{i : fake_j in ball_i} / k`` (about 1 for real
+    data, can exceed 1), ``coverage = share of real balls holding >= 1 fake``.
 
     Args:
       real_feats: ``[N, D]``; fake_feats: ``[M, D]``; both need ``> k`` rows.
-      k: neighbourhood size (3 as in the paper).
+      k: neighbourhood size (3 as in Kynkaanniemi et al.).
 
     Returns:
       ``{"precision": share of fake inside the real manifold,
-      "recall": share of real inside the fake manifold}``.
+      "recall": share of real inside the fake manifold, "density", "coverage"}``.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
@@ -435,9 +469,13 @@ def precision_recall(real_feats, fake_feats, k: int = 3) -> dict[str, float]:
     fake = _check_feats(fake_feats, "fake_feats", k + 1)
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"feature sizes differ: {real.shape} vs {fake.shape}")
+    counts, covered = _ball_counts(fake, real, _knn_radii(real, k))
+    real_in_fake, _ = _ball_counts(real, fake, _knn_radii(fake, k))
     return {
-        "precision": _coverage(fake, real, _knn_radii(real, k)),
-        "recall": _coverage(real, fake, _knn_radii(fake, k)),
+        "precision": float(np.mean(counts > 0)),
+        "recall": float(np.mean(real_in_fake > 0)),
+        "density": float(np.mean(counts) / k),
+        "coverage": float(np.mean(covered)),
     }
 
 
@@ -456,7 +494,7 @@ def class_entropy(probs) -> float:
     """
     hist = class_histogram(probs)
     nz = hist[hist > 0]
-    return float(-np.sum(nz * np.log(nz)))
+    return float(-np.sum(nz * np.log(nz))) + 0.0  # + 0.0: no '-0.0' for one class
 
 
 def pixel_stats(images) -> dict[str, float]:
@@ -479,6 +517,20 @@ def reconstruction_mse(x, x_hat) -> float:
 
 
 # --------------------------------------------------------------------------- entry point
+
+
+def _unit(feats: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, for the k-NN metrics.
+
+    Degraded images (blur, a flat grey/black image, shuffled pixels) get
+    ReLU features of small norm, near the origin, where the few real
+    outliers of small norm have large k-NN balls: in raw feature space an
+    all-black set scored precision 1.0 (see results/calibration.md). On the
+    unit sphere only the direction - which classes' detectors fire, in what
+    mix - counts, and those sets score ~0.
+    """
+    return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-6)
+
 
 _REF_CACHE: dict = {}
 
@@ -522,14 +574,16 @@ def evaluate_samples(
       reference: real split to compare against (``"test"``; ``"train"``).
       num_ref: use a random subset of this many reference images (seeded).
       seed: seed of that subset.
-      k: neighbourhood size of precision/recall.
+      k: neighbourhood size of precision/recall/density/coverage, which
+        are computed on unit-normalised features (see :func:`_unit`); FID
+        and IS use the raw features/probabilities.
       classifier: a preloaded :class:`Classifier` (skips the cache).
       reconstructions: optional inputs ``x`` matching ``samples`` one to one;
         adds ``recon_mse`` (samples are then the reconstructions ``x_hat``).
 
     Returns:
       A JSON-serialisable dict: ``fid``, ``inception_score``, ``precision``,
-      ``recall``, ``class_entropy`` (nats) and ``class_histogram``,
+      ``recall``, ``density``, ``coverage``, ``class_entropy`` (nats) and ``class_histogram``,
       ``mean_confidence``, pixel statistics of samples and reference, the
       same classifier scores of the reference split (``ref_*``, the ceiling),
       and bookkeeping (``num_samples``, ``num_ref``, ``classifier_accuracy``).
@@ -549,7 +603,7 @@ def evaluate_samples(
         "num_ref": int(len(ref_images)),
         "fid": frechet_distance(ref_feats, feats),
         "inception_score": inception_score(probs),
-        **precision_recall(ref_feats, feats, k),
+        **precision_recall(_unit(ref_feats), _unit(feats), k),
         "class_entropy": class_entropy(probs),
         "class_histogram": [round(float(v), 4) for v in class_histogram(probs, clf.num_classes)],
         "mean_confidence": float(probs.max(1).mean()),
