@@ -80,14 +80,19 @@ def scan_time(
         return jax.lax.scan(step, carry, xs, unroll=unroll)
 
     n_chunks, rem = divmod(num_steps, remat_chunk)
-    head = jax.tree_util.tree_map(lambda a: a[: n_chunks * remat_chunk], xs)
-    chunks = jax.tree_util.tree_map(lambda a: a.reshape((n_chunks, remat_chunk) + a.shape[1:]), head)
 
+    # Chunks are cut by dynamic slicing inside the loop rather than by
+    # reshaping a sliced copy of ``xs``: when T is not a multiple of the chunk,
+    # the copy alone would cost as much memory as the inputs.
     @jax.checkpoint
-    def run_chunk(c, x_chunk):
+    def run_chunk(c, chunk_idx):
+        start = chunk_idx * remat_chunk
+        x_chunk = jax.tree_util.tree_map(
+            lambda a: jax.lax.dynamic_slice_in_dim(a, start, remat_chunk, axis=0), xs
+        )
         return jax.lax.scan(step, c, x_chunk, unroll=unroll)
 
-    carry, ys = jax.lax.scan(run_chunk, carry, chunks)
+    carry, ys = jax.lax.scan(run_chunk, carry, jnp.arange(n_chunks))
     ys = jax.tree_util.tree_map(lambda a: a.reshape((n_chunks * remat_chunk,) + a.shape[2:]), ys)
     if rem:
         tail = jax.tree_util.tree_map(lambda a: a[n_chunks * remat_chunk :], xs)
