@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 # Config sections that must match for a work directory to be resumed.
-_RESUME_KEYS = ("data", "model", "optimizer", "batch_size", "seed", "seeds")
+_RESUME_KEYS = ("data", "model", "loss", "optimizer", "batch_size", "seed", "seeds")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 MODELS = ("fc_vae",)
 
@@ -159,7 +159,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(o.learning_rate > 0, "optimizer.learning_rate", o.learning_rate, "must be > 0")
     _require(o.grad_clip >= 0, "optimizer.grad_clip", o.grad_clip, "must be >= 0 (0 = off)")
     for field, low in (("batch_size", 1), ("total_steps", 1), ("log_every", 1), ("checkpoint_every", 1),
-                       ("keep_checkpoints", 1), ("num_grid", 1), ("sample_every", 0), ("eval_every", 0),
+                       ("keep_checkpoints", 1), ("num_grid", 0), ("sample_every", 0), ("eval_every", 0),
                        ("num_devices", 0), ("seed", 0), ("eval_seed", 0)):
         _require(_is_int(config[field]) and config[field] >= low, field, config[field], f"must be an int >= {low}")
     if config.eval_every:
@@ -195,22 +195,30 @@ def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformati
 
 
 def make_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:
-    """The objective of ``config.model`` for data of ``image_shape``."""
+    """The objective of ``config.model`` for data of ``image_shape``.
+
+    Every field of ``config.model`` but ``name`` is an attribute of
+    :class:`jaxspike.models.vae.SpikingVAE`; ``config.loss`` (optional) holds
+    keyword arguments of ``elbo_loss``.
+    """
     m = config.model
     if m.name != "fc_vae":
         raise ConfigError(f"config.model.name={m.name!r}: unknown model; supported: {', '.join(MODELS)}")
-    model = vae_lib.FCSpikingVAE(
-        num_steps=int(m.num_steps),
-        latent=int(m.latent),
-        encoder=tuple(int(w) for w in m.encoder),
-        decoder=tuple(int(w) for w in m.decoder),
-        beta=float(m.beta),
-        threshold=float(m.threshold),
-        slope=float(m.slope),
-        prior_p=float(m.prior_p),
-        out_dim=int(np.prod(image_shape)),
-    )
-    return steps_lib.make_vae_objective(model, image_shape)
+    known = set(vae_lib.SpikingVAE.__dataclass_fields__)
+    kwargs = {}
+    for field, value in m.items():
+        if field == "name":
+            continue
+        if field not in known or field in ("image_shape", "parent", "name"):
+            raise ConfigError(f"config.model.{field}: not an attribute of SpikingVAE (known: {', '.join(sorted(known - {'parent', 'name', 'image_shape'}))})")
+        kwargs[field] = tuple(value) if isinstance(value, (list, tuple)) else value
+    try:
+        model = vae_lib.SpikingVAE(image_shape=tuple(int(d) for d in image_shape), **kwargs)
+        model._validate() if hasattr(model, "_validate") else None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config.model: {err}") from None
+    loss_kwargs = dict(config.loss) if "loss" in config else {}
+    return steps_lib.make_vae_objective(model, **loss_kwargs)
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -393,12 +401,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
             log.info("resuming %s from step %d", workdir, start)
         else:
             start, states = 0, [init_state(st.init_key) for st in streams]
+        # Built inside jit so that multi-host runs get global (replicated)
+        # arrays; device_put cannot target devices of other processes.
         if sweep:
-            state = jax.device_put(state_lib.stack_states(states), replicated)
-            run_keys = jax.device_put(jnp.stack([st.run_key for st in streams]), replicated)
+            state = jax.jit(state_lib.stack_states, out_shardings=replicated)(states)
+            run_keys = jax.jit(
+                lambda: jnp.stack([state_lib.seed_streams(s).run_key for s in seeds]), out_shardings=replicated
+            )()
         else:
             state = states[0]
-            run_keys = jax.device_put(streams[0].run_key, replicated)
+            run_keys = jax.jit(lambda: state_lib.seed_streams(seeds[0]).run_key, out_shardings=replicated)()
 
         step_fn = steps_lib.make_train_step(objective.loss, optimizer)
         if sweep:
@@ -413,7 +425,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
                          batch_sharding, replicated, start)
         state, last_rows = runner.run(jit_step, state, run_keys, start, total)
         num_compiles = jit_step._cache_size() if hasattr(jit_step, "_cache_size") else -1
-        return TrainResult(state, max(start, total) if start < total else start, last_rows, run_dirs, num_compiles)
+        return TrainResult(state, max(start, total), last_rows, run_dirs, num_compiles)
     finally:
         for c in ckpts:
             c.close()
@@ -537,6 +549,24 @@ class _Runner:
             log.info("step %d eval%s: %s", step, f" seed {self.seeds[i]}" if self.sweep else "",
                      {k: v for k, v in row.items() if k in ("eval/fid", "eval/inception_score")})
 
+    def should_stop(self, stop: _SignalCatcher, done: int) -> bool:
+        """Whether to checkpoint and stop after update ``done``.
+
+        Multi-host: a signal may reach the processes at different steps, and
+        a checkpoint needs all of them, so the flag is agreed on (any process
+        stopping stops all) every ``log_every`` updates.
+        """
+        if jax.process_count() == 1:
+            return stop.signum is not None
+        if done % int(self.config.log_every):
+            return False
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.int32(stop.signum or 0))
+        if stop.signum is None and np.any(flags):
+            stop.signum = int(np.max(flags))
+        return bool(np.any(flags))
+
     # -- main loop -----------------------------------------------------------
     def run(self, jit_step, state, run_keys, start: int, total: int):
         cfg = self.config
@@ -563,8 +593,11 @@ class _Runner:
                     pending = (done, metrics)
                     if done < total:
                         next_batch = self.host_batch(done)
-                    is_ckpt = done % int(cfg.checkpoint_every) == 0 or done == total or stop.signum is not None
-                    is_grid = done == total or (cfg.sample_every and done % int(cfg.sample_every) == 0)
+                    stopping = self.should_stop(stop, done)
+                    is_ckpt = done % int(cfg.checkpoint_every) == 0 or done == total or stopping
+                    is_grid = bool(cfg.num_grid) and (
+                        done == total or (cfg.sample_every and done % int(cfg.sample_every) == 0)
+                    )
                     is_eval = bool(cfg.eval_every) and (done % int(cfg.eval_every) == 0 or done == total)
                     if is_ckpt or is_grid or is_eval:
                         self.check_and_log(*pending, bar)
@@ -577,8 +610,8 @@ class _Runner:
                         self.evaluate(done, state.params)
                     if bar is not None:
                         bar.update(1)
-                    if stop.signum is not None:
-                        raise TrainingInterrupted(done, stop.signum)
+                    if stopping:
+                        raise TrainingInterrupted(done, stop.signum or signal.SIGTERM)
         finally:
             if bar is not None:
                 bar.close()

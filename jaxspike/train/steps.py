@@ -98,8 +98,8 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = summarize_terms(terms)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        metrics["param_norm"] = optax.global_norm(params)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics["param_norm"] = optax.tree.norm(params)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
@@ -110,43 +110,40 @@ def make_sweep_step(step):
     return jax.vmap(step, in_axes=(0, 0, 0))
 
 
-def make_vae_objective(model: vae_lib.FCSpikingVAE, image_shape: tuple[int, ...]) -> Objective:
+def make_vae_objective(model: vae_lib.SpikingVAE, **loss_kwargs) -> Objective:
     """The negative-ELBO objective of a spiking VAE (:func:`jaxspike.models.vae.elbo_loss`).
 
     Args:
-      model: the VAE module; ``model.out_dim`` must equal ``prod(image_shape)``.
-      image_shape: ``(H, W, C)`` of the data.
+      model: the VAE module (its ``image_shape`` fixes the data shape).
+      **loss_kwargs: passed to ``elbo_loss`` (``likelihood``, ``kl_weight``, ...).
     """
-    image_shape = tuple(int(d) for d in image_shape)
-    size = 1
-    for d in image_shape:
-        size *= d
-    if model.out_dim != size:
-        raise ValueError(f"model.out_dim={model.out_dim} but images {image_shape} have {size} values")
 
     def init(key: Array, batch: Batch):
         k_params, k_fwd = jax.random.split(key)
         return model.init(k_params, batch["image"], k_fwd)["params"]
 
     def loss(params, batch: Batch, key: Array):
-        value, terms = vae_lib.elbo_loss(model, params, batch["image"], key)
+        value, terms = vae_lib.elbo_loss(model, params, batch["image"], key, **loss_kwargs)
         aux = terms["aux"]
-        # Readouts are non-spiking (firing rate 0 by construction): log only
-        # the spiking layers' rates.
-        spiking = {k: v for k, v in aux["layers"].items() if k.startswith(("enc", "dec"))}
-        terms = {**terms, "aux": {"layers": spiking, "q": aux["q"], "z": aux["z"]}}
-        return value, terms
+        # Non-spiking readouts have firing rate 0 by construction: log only
+        # the layers that spike.
+        silent_by_design = {"to_latent"} | ({"readout"} if getattr(model, "readout", "") == "membrane" else set())
+        spiking = {
+            k: v for k, v in aux["layers"].items()
+            if k not in silent_by_design and isinstance(v, dict) and "firing_rate" in v
+        }
+        kept = {k: aux[k] for k in ("q", "z") if k in aux}
+        return value, {**terms, "aux": {"layers": spiking, **kept}}
 
     def generate(params, key: Array, num: int):
-        probs, _ = model.apply({"params": params}, key, num, method="generate")
-        return probs.reshape((num,) + image_shape)
+        images, _ = model.apply({"params": params}, key, num, method="generate")
+        return images
 
     def reconstruct(params, images: Array, key: Array):
-        logits, _ = model.apply({"params": params}, images, key)
-        return jax.nn.sigmoid(logits).reshape(images.shape)
+        return model.apply({"params": params}, images, key, method="reconstruct")
 
     def forward_aux(params, images: Array, key: Array):
-        _, aux = model.apply({"params": params}, images, key)
+        _, aux = model.apply({"params": params}, images, key, train=False)
         return aux["layers"]
 
     return Objective(init, loss, generate, reconstruct, forward_aux, name="vae")

@@ -1,0 +1,86 @@
+"""Trains a config in a run folder (resumes if the folder holds a checkpoint).
+
+    python -m launch.train --config=launch/configs/vae.py --workdir=/tmp/svae
+    python -m launch.train --config=launch/configs/vae.py:smoke --workdir=/tmp/smoke
+    python -m launch.train --config=launch/configs/vae.py --workdir=/tmp/sweep --seeds=0,1,2,3
+    python -m launch.train --config=launch/configs/vae.py --workdir=W --config.model.latent=64
+
+Multi-host (one process per host, see docs/cluster.md)::
+
+    python -m launch.train --multihost --coordinator_address=host0:1234 \\
+        --num_processes=2 --process_id=$RANK --config=... --workdir=/shared/W
+
+Exit codes: 0 done, 1 non-finite loss, 2 bad flag or config, 128+N signal N
+(after saving a checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Python config file, optionally with a variant: launch/configs/vae.py:smoke.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: config.json, metrics.jsonl, checkpoints/, PNGs.")
+_SEEDS = flags.DEFINE_string("seeds", None, "Comma-separated seeds, e.g. 0,1,2,3: one vmapped sweep (sets config.seeds).")
+_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize (one process per host).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, reachable by all hosts (multihost; default: auto-detect)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multihost; default: auto-detect).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's rank in [0, num_processes) (multihost).")
+
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"launch.train: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
+    # Orbax logs every save at INFO through absl; keep the console for progress.
+    if absl_logging.get_verbosity() >= absl_logging.INFO and not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("jaxspike.train").setLevel(logging.INFO)
+
+    from jaxspike import train  # local: flags are parsed (and XLA set up) first
+
+    if not _MULTIHOST.value and any(f.present for f in (flags.FLAGS["coordinator_address"],
+                                                         flags.FLAGS["num_processes"], flags.FLAGS["process_id"])):
+        _fail("--coordinator_address/--num_processes/--process_id need --multihost", 2)
+    if _MULTIHOST.value:
+        try:
+            train.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        except (ValueError, RuntimeError) as err:
+            _fail(f"--multihost: jax.distributed.initialize failed ({err}); pass --coordinator_address, "
+                  "--num_processes and --process_id, or run under a scheduler jax can auto-detect", 2)
+    config = _CONFIG.value
+    if _SEEDS.value is not None:
+        try:
+            train.parse_seeds(_SEEDS.value)
+        except train.ConfigError as err:
+            _fail(str(err), 2)
+        config.seeds = _SEEDS.value
+    try:
+        result = train.train(config, _WORKDIR.value)
+    except (train.ConfigError, FileNotFoundError) as err:
+        _fail(str(err), 2)
+    except train.NonFiniteLossError as err:
+        _fail(str(err), 1)
+    except train.TrainingInterrupted as err:
+        _fail(str(err), 128 + err.signum)
+    last = result.last_metrics[0] if result.last_metrics else {}
+    shown = {k: round(v, 4) for k, v in last.items() if k in ("loss", "recon", "kl")}
+    print(f"launch.train: done, step {result.step}, {len(result.run_dirs)} run(s) in {_WORKDIR.value}; {shown}")
+
+
+if __name__ == "__main__":
+    app.run(main)
