@@ -35,6 +35,7 @@ __all__ = [
     "membrane_last",
     "membrane_max",
     "first_spike_time",
+    "first_spike_intensity",
     "check_time_major",
     "check_num_steps",
 ]
@@ -229,3 +230,19 @@ def first_spike_time(spikes: Array) -> Array:
     return jnp.where(jnp.any(fired, axis=0), first, num_steps).astype(
         spikes.dtype if jnp.issubdtype(spikes.dtype, jnp.floating) else jnp.float32
     )
+
+
+def first_spike_intensity(spikes: Array) -> Array:
+    """Differentiable time-to-first-spike readout: ``1 - t_first / T`` (0 if silent).
+
+    ``f_t = s_t prod_{k<t} (1 - s_k)`` marks each neuron's first spike and the
+    intensity is ``sum_t f_t (1 - t / T)``: brighter = earlier, as in
+    latency coding. Built from the spikes themselves, so gradients reach every
+    spike through its surrogate derivative (unlike :func:`first_spike_time`).
+    """
+    check_time_major(spikes, min_ndim=1)
+    num_steps = spikes.shape[0]
+    silent_before = jnp.cumprod(1.0 - spikes, axis=0)
+    silent_before = jnp.concatenate([jnp.ones_like(spikes[:1]), silent_before[:-1]], axis=0)
+    weights = 1.0 - jnp.arange(num_steps, dtype=spikes.dtype) / num_steps
+    return jnp.tensordot(weights, spikes * silent_before, axes=(0, 0))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-__all__ = ["bernoulli_nll", "bernoulli_kl"]
+__all__ = ["bernoulli_nll", "bernoulli_kl", "bernoulli_kl_per_unit"]
 
 
 def bernoulli_nll(logits: Array, targets: Array) -> Array:
@@ -34,3 +34,11 @@ def bernoulli_kl(q: Array, p: Array | float, *, batch_axis: int = 0, eps: float 
     kl = q * (jnp.log(q) - jnp.log(p)) + (1.0 - q) * (jnp.log1p(-q) - jnp.log1p(-p))
     kl = jnp.moveaxis(kl, batch_axis, 0)
     return jnp.sum(kl.reshape(kl.shape[0], -1), axis=1)
+
+
+def bernoulli_kl_per_unit(q: Array, p: Array | float, *, eps: float = 1e-6) -> Array:
+    """``KL(Bern(q) || Bern(p))`` of time-major ``[T, B, L]`` spike probabilities, summed over time: ``[B, L]``."""
+    q = jnp.clip(q, eps, 1.0 - eps)
+    p = jnp.clip(jnp.asarray(p, q.dtype), eps, 1.0 - eps)
+    kl = q * (jnp.log(q) - jnp.log(p)) + (1.0 - q) * (jnp.log1p(-q) - jnp.log1p(-p))
+    return jnp.sum(kl, axis=0)

@@ -76,3 +76,12 @@ def test_bad_input_errors(key):
         encoding.spike_count(jnp.zeros((0, 2, 3)))
     with pytest.raises(ValueError, match="method"):
         encoding.latency(jnp.ones((1, 2)), 4, method="exp")
+
+
+def test_first_spike_intensity_matches_times_and_has_gradients():
+    s = jnp.array([[0, 1, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0]], jnp.float32)[:, None]  # [T=4, B=1, 3]
+    np.testing.assert_allclose(encoding.first_spike_intensity(s)[0], [1 - 1 / 4, 1.0, 0.0])
+    t = encoding.first_spike_time(s)[0]
+    np.testing.assert_allclose(encoding.first_spike_intensity(s)[0][:2], 1 - t[:2] / 4)
+    g = jax.grad(lambda s: jnp.sum(encoding.first_spike_intensity(s)))(s)
+    assert float(g[0, 0, 1]) > 0  # an earlier first spike would raise the intensity

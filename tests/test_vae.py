@@ -139,3 +139,18 @@ def test_bad_configs_give_clear_errors():
     with pytest.raises(ValueError, match="divisible by 4"):
         vae.SpikingVAE(**{**TINY, "arch": "conv", "image_shape": (30, 30, 1)}).init(
             jax.random.key(0), jnp.zeros((1, 30, 30, 1)), jax.random.key(1))
+
+
+def test_free_bits_clamp_per_unit_kl_and_leave_the_elbo_alone():
+    model = vae.SpikingVAE(**TINY)
+    x = _images(8)
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    key = jax.random.key(2)
+    loss0, t0 = vae.elbo_loss(model, params, x, key)
+    loss_fb, t_fb = vae.elbo_loss(model, params, x, key, free_bits=1e3)
+    assert float(t0["elbo"]) == float(t_fb["elbo"]) and float(t0["kl"]) == float(t_fb["kl"])
+    # every unit is below 1000 nats, so each pays exactly the floor
+    np.testing.assert_allclose(float(loss_fb), float(t0["recon"]) + TINY["latent"] * 1e3, rtol=1e-6)
+    # and the KL then passes no gradient to the encoder's latent readout
+    g = jax.grad(lambda p: vae.elbo_loss(model, p, x, key, free_bits=1e3, likelihood="gaussian", sigma=1e9)[0])(params)
+    assert float(jnp.max(jnp.abs(g["to_latent"]["kernel"]))) < 1e-6

@@ -90,14 +90,6 @@ def latency_code_st(x: Array, num_steps: int, spike_fn: surrogates.SpikeFn | Non
     return cum - prev
 
 
-def _first_spike_intensity(spikes: Array) -> Array:
-    num_steps = spikes.shape[0]
-    silent_before = jnp.cumprod(1.0 - spikes, axis=0)
-    silent_before = jnp.concatenate([jnp.ones_like(spikes[:1]), silent_before[:-1]], axis=0)
-    weights = 1.0 - jnp.arange(num_steps, dtype=spikes.dtype) / num_steps
-    return jnp.tensordot(weights, spikes * silent_before, axes=(0, 0))
-
-
 class SpikingGenerator(nn.Module):
     """Generator fed by a Bernoulli spike process.
 
@@ -190,7 +182,7 @@ class SpikingGenerator(nn.Module):
         elif self.readout == "rate":
             img = jnp.mean(out, axis=0)
         else:
-            img = _first_spike_intensity(out)
+            img = encoding.first_spike_intensity(out)
         return img.reshape((batch, h, w, c)), aux
 
     def generate(self, key: Array, num: int, noise_p: Array | float | None = None):

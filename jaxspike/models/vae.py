@@ -80,21 +80,6 @@ def _check_choice(name: str, value, options) -> None:
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
 
 
-def _first_spike_intensity(spikes: Array) -> Array:
-    """Differentiable intensity ``1 - t_first / T`` from output spikes ``[T, B, ...]``.
-
-    ``f_t = s_t prod_{k<t} (1 - s_k)`` marks the first spike; the intensity is
-    ``sum_t f_t (1 - t / T)`` (0 when the neuron never fires). Gradients reach
-    every spike through the surrogate derivative.
-    """
-    num_steps = spikes.shape[0]
-    silent_before = jnp.cumprod(1.0 - spikes, axis=0)
-    silent_before = jnp.concatenate([jnp.ones_like(spikes[:1]), silent_before[:-1]], axis=0)
-    first = spikes * silent_before
-    weights = 1.0 - jnp.arange(num_steps, dtype=spikes.dtype) / num_steps
-    return jnp.tensordot(weights, first, axes=(0, 0))
-
-
 def mmd_psp(q: Array, p: Array, tau_syn: float = 2.0) -> Array:
     """Squared distance between PSP-filtered posterior and prior spike probabilities.
 
@@ -192,8 +177,13 @@ class SpikingVAE(nn.Module):
       prior: ``"bernoulli"`` (fixed ``prior_p``) or ``"autoregressive"``.
       num_candidates: ``k`` of the autoregressive sampler.
       readout: decoder output, one of :data:`READOUTS`.
-      beta, threshold, slope: LIF decay, threshold and fast-sigmoid slope.
+      beta, threshold: LIF decay and threshold.
+      surrogate, slope: surrogate name (:data:`jaxspike.surrogates.SURROGATES`)
+        and its slope/width parameter.
       learn_neuron: learn per-neuron beta and threshold.
+      latent_init_gain: init scale of the encoder's latent readout.
+      latent_beta: leak of the non-spiking latent readout (0 = the logit of
+        step t reads only step t's encoder spikes).
       hoist: synapse placement (None = auto, see :mod:`jaxspike.layers`).
     """
 
@@ -213,7 +203,10 @@ class SpikingVAE(nn.Module):
     beta: float = 0.9
     threshold: float = 1.0
     slope: float = 25.0
+    surrogate: str = "fast_sigmoid"
     learn_neuron: bool = False
+    latent_init_gain: float = 1.0
+    latent_beta: float = 0.0
     hoist: bool | None = None
 
     @property
@@ -242,7 +235,7 @@ class SpikingVAE(nn.Module):
         return cells.lif(
             self.beta,
             self.threshold,
-            surrogates.fast_sigmoid(self.slope),
+            surrogates.get(self.surrogate, self.slope),
             learn_beta=self.learn_neuron,
             learn_threshold=self.learn_neuron,
             per_neuron=self.learn_neuron,
@@ -269,7 +262,12 @@ class SpikingVAE(nn.Module):
         if self.estimator == "autoregressive":
             self.posterior = _AutoregressiveSpikes(self.latent, self.num_candidates, cell, self.threshold)
         else:
-            self.to_latent = layers.DenseReadout(self.latent, mode="sequence", beta=0.0)
+            self.to_latent = layers.DenseReadout(
+                self.latent,
+                mode="sequence",
+                beta=self.latent_beta,
+                kernel_init=nn.initializers.variance_scaling(self.latent_init_gain**2, "fan_in", "truncated_normal"),
+            )
         if self.prior == "autoregressive":
             self.prior_net = _AutoregressiveSpikes(self.latent, self.num_candidates, cell, self.threshold)
         h, w, c = self.image_shape
@@ -351,7 +349,7 @@ class SpikingVAE(nn.Module):
         if self.readout == "rate":
             p = jnp.mean(out, axis=0)
         else:
-            p = _first_spike_intensity(out)
+            p = encoding.first_spike_intensity(out)
         p = jnp.clip(p.reshape(batch, -1), _EPS, 1.0 - _EPS)
         return jnp.log(p) - jnp.log1p(-p), aux
 
@@ -422,23 +420,35 @@ def elbo_loss(
     sigma: float = 0.1,
     kl_weight: float = 1.0,
     mmd_weight: float = 0.0,
+    free_bits: float = 0.0,
     train: bool = True,
 ):
-    """Negative ELBO (batch mean) and its terms.
+    """Training loss (batch mean) and its terms, among them the true ELBO.
 
-    ``-ELBO = NLL(x | logits) + kl_weight * sum_{t,l} KL(Bern(q_t) || Bern(p_t))
-    + mmd_weight * MMD_psp(q, p)``. ``terms`` also carries the model ``aux``.
+    ``loss = NLL(x | logits) + kl_weight * KL_fb + mmd_weight * MMD_psp(q, p)``
+    where ``KL = sum_{t,l} KL(Bern(q_t) || Bern(p_t))`` and, with
+    ``free_bits = lambda > 0``, ``KL_fb = sum_l max(lambda, E_batch sum_t KL_l)``:
+    a latent unit pays nothing until it carries ``lambda`` nats (Kingma et
+    al. 2016, "Improved variational inference with inverse autoregressive
+    flow"). Without it, Adam turns even a tiny but consistent KL gradient
+    into full-size steps that silence the latent before the decoder learns to
+    read it (posterior collapse). ``terms["elbo"] = -(NLL + KL)`` is always
+    the unmodified bound; ``terms`` also carries the model ``aux``.
     """
     logits, aux = model.apply({"params": params}, images, key, train=train, temperature=temperature)
     recon = _likelihood_nll(logits, images, likelihood, sigma)
-    kl = losses.bernoulli_kl(aux["q"], aux["p"], batch_axis=1)
-    per_example = recon + kl_weight * kl
+    kl_units = losses.bernoulli_kl_per_unit(aux["q"], aux["p"])  # [B, L], summed over time
+    kl = jnp.sum(kl_units, axis=1)
     terms = {"recon": jnp.mean(recon), "kl": jnp.mean(kl)}
+    if free_bits > 0:
+        kl_penalty = jnp.sum(jnp.maximum(free_bits, jnp.mean(kl_units, axis=0)))
+    else:
+        kl_penalty = jnp.mean(kl)
+    loss = jnp.mean(recon) + kl_weight * kl_penalty
     if mmd_weight:
         mmd = mmd_psp(aux["q"], aux["p"])
-        per_example = per_example + mmd_weight * mmd
+        loss = loss + mmd_weight * jnp.mean(mmd)
         terms["mmd"] = jnp.mean(mmd)
-    loss = jnp.mean(per_example)
     terms["loss"] = loss
     terms["elbo"] = -jnp.mean(recon + kl)
     terms["aux"] = aux

@@ -57,12 +57,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.decoder = (256, 512)
     config.model.beta = 0.9
     config.model.threshold = 1.0
-    config.model.slope = 25.0
+    # snnTorch's default surrogate (arctan, peak 1); the sharper fast sigmoid
+    # (slope 25) starves the encoder of gradient (see the docstring).
+    config.model.surrogate = "arctan"
+    config.model.slope = 2.0
     config.model.prior_p = 0.5
 
     config.loss = ml_collections.ConfigDict()  # keyword arguments of vae.elbo_loss
     config.loss.likelihood = "bernoulli"
     config.loss.kl_weight = 1.0
+    # Free bits (nats per latent unit, summed over time) against posterior collapse.
+    config.loss.free_bits = 0.5
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"
@@ -80,7 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.keep_checkpoints = 3
     config.sample_every = 1000  # PNG grids; the last step always writes one; 0 = last step only
     config.num_grid = 64  # images per PNG grid; 0 = no grids
-    config.eval_every = 0  # feature FID etc. + energy report; 0 = off
+    config.eval_every = 3000  # feature FID etc. + energy report (here: at the end); 0 = off
     config.eval_num_samples = 1000
     config.eval_seed = 0  # noise of sample grids and evaluation (fixed across steps)
     config.progress = True
@@ -97,6 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.sample_every = 2
         config.num_grid = 4
         config.eval_num_samples = 16
+        config.eval_every = 0  # evaluation trains a classifier on first use: not in smoke runs
         config.progress = False
     elif arg not in (None, ""):
         raise ValueError(f"unknown config variant {arg!r}; use launch/configs/vae.py or launch/configs/vae.py:smoke")
