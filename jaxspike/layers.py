@@ -14,8 +14,10 @@ Two ways to run a layer over time give identical spikes:
   GEMMs, no ``[T, B, N]`` current buffer; combined with ``remat_chunk`` it
   keeps memory O(T / chunk + chunk) in the backward pass.
 
-``hoist=None`` (default) picks hoisted unless ``remat_chunk`` is set (see
-``bench/lif_layer.py`` for the measurements behind this choice).
+``hoist=None`` (default) runs the synapse per step when each step's product
+has at least :data:`HOIST_BELOW_ROWS` rows (batch x spatial positions), and
+hoisted below that; ``remat_chunk`` always runs per step (see
+``bench/lif_layer.py`` and README.md for the measurements behind this).
 
 Each layer returns ``(outputs, aux)``. ``aux`` holds per-example counts the
 energy model needs, gathered in the same pass:
@@ -54,6 +56,10 @@ __all__ = [
 ]
 
 READOUT_MODES = ("mean", "last", "max", "sequence")
+
+# Auto placement threshold: per-step GEMMs with fewer rows than this are run
+# as one hoisted [T*rows, ...] product instead (measured on 2 CPU cores).
+HOIST_BELOW_ROWS = 64
 
 
 def scan_time(
@@ -183,7 +189,15 @@ class _SpikingLayer(nn.Module):
         if cell_params:
             cell_params = self.param("cell", lambda _: cell.init_params(out_shape))
         state = state0 if state0 is not None else cell.init_state((batch,) + out_shape, x_seq.dtype)
-        hoist = self.hoist if self.hoist is not None else not self.remat_chunk
+        if self.hoist is not None:
+            hoist = self.hoist
+        else:
+            # Auto: with remat the synapse must run per step (no [T, B, N] current buffer).
+            # Otherwise hoist only when the per-step product is too small to run a GEMM
+            # efficiently; above that the per-step path avoids writing and re-reading the
+            # [T, B, N] currents and their gradient, and wins (bench/lif_layer.py).
+            rows = batch * int(np.prod(in_shape[:-1]))
+            hoist = not self.remat_chunk and rows < HOIST_BELOW_ROWS
         # A non-spiking cell (leaky integrator readout) emits membranes, not spikes.
         counts_spikes = cell.name != "leaky_integrator"
 
