@@ -1,0 +1,348 @@
+"""Spiking restricted Boltzmann machine trained by event-driven contrastive divergence.
+
+Neftci, Das, Pedroni, Kreutz-Delgado & Cauwenberghs 2014, "Event-driven
+contrastive divergence for spiking neuromorphic systems", Front. Neurosci.
+7:272. Visible (``V`` pixels + ``L`` label units) and hidden (``H``)
+neurons are stochastic spiking units in discrete time (one step = one
+refractory period, the neural-sampling abstraction of Buesing et al. 2011,
+"Neural dynamics as sampling", PLoS Comput. Biol.): a unit spikes in a step
+with the probability its Boltzmann conditional gives it::
+
+    h_t ~ Bernoulli(sigmoid(W^T v_t + U^T l_t + b_h))          (hidden)
+    v_t ~ Bernoulli(sigmoid(W h_{t-1} + b_v))                   (visible, free)
+    l_t ~ OneHot(softmax(U h_{t-1} + b_l))                      (label group, free;
+                                                                 one spike per step: a WTA)
+
+Learning is local and event-driven. Each presentation has two phases: a
+*data* phase, visible spikes clamped to Bernoulli(pixel) trains and the label
+unit of the class spiking every step; and a *model* phase, everything free,
+continuing from the data phase's last state. A global signal ``g(t)`` is
+``+1`` in the data phase, ``-1`` in the model phase and ``0`` during the
+first ``burn_in`` steps of each (while the network settles). Every synapse
+integrates a symmetric STDP term gated by ``g``::
+
+    dW_ij = eta g(t) STDP_ij(t),
+    STDP_ij(t) = h_j(t) A^v_i(t) + v_i(t) lam A^h_j(t-1),
+    A^v_i(t) = lam A^v_i(t-1) + v_i(t)      (pre trace, includes this step)
+    A^h_j(t) = lam A^h_j(t-1) + h_j(t)      (post trace)
+
+With ``lam = 0`` (default) ``STDP_ij = v_i(t) h_j(t)``: a pre/post
+coincidence in one step. Summed over the two phases, the data-phase
+potentiation minus the model-phase depression estimates
+``<v h>_data - <v h>_model``, the contrastive-divergence gradient (the
+Gibbs chain of the model phase is CD-k with ``k`` = model steps). Biases
+are synapses from an always-on unit: ``db_i = eta g(t) s_i(t)``. Updates
+are normalised by the number of gated steps and averaged over the ``B``
+copies of the network that see a minibatch in parallel.
+
+Generation runs the free dynamics with the label group clamped to a class;
+the image is the visible firing probability averaged over the last steps.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+__all__ = ["RBMConfig", "Params", "init_params", "ecd_statistics", "ecd_update", "make_ecd_step", "sample",
+           "reconstruct", "classify", "check_params"]
+
+
+class RBMConfig(NamedTuple):
+    """Sizes and phase lengths.
+
+    Attributes:
+      num_visible: ``V`` pixel units.
+      num_hidden: ``H``.
+      num_labels: ``L`` label units (0 = unconditional).
+      phase_steps: steps per phase (data, then model).
+      burn_in: first steps of each phase with ``g = 0``.
+      trace_decay: ``lam``, STDP trace decay per step (0 = same-step coincidences).
+    """
+
+    num_visible: int = 784
+    num_hidden: int = 500
+    num_labels: int = 10
+    phase_steps: int = 6
+    burn_in: int = 1
+    trace_decay: float = 0.0
+
+
+class Params(NamedTuple):
+    """``w [V, H]``, ``u [L, H]`` (label-hidden), biases ``b_v [V]``, ``b_h [H]``, ``b_l [L]``."""
+
+    w: Array
+    u: Array
+    b_v: Array
+    b_h: Array
+    b_l: Array
+
+
+def check_params(params: Params, cfg: RBMConfig) -> None:
+    """Shapes against ``cfg``; a clear ``ValueError`` otherwise."""
+    v, h, l = cfg.num_visible, cfg.num_hidden, cfg.num_labels
+    want = {"w": (v, h), "u": (l, h), "b_v": (v,), "b_h": (h,), "b_l": (l,)}
+    for name, shape in want.items():
+        got = tuple(getattr(params, name).shape)
+        if got != shape:
+            raise ValueError(f"RBM param {name} has shape {got}, config wants {shape}")
+
+
+def init_params(key: Array, cfg: RBMConfig, data_mean: Array | None = None) -> Params:
+    """``w, u ~ N(0, 0.01^2)``; ``b_v = logit(data mean)`` if given (Hinton 2010, "A practical guide to training RBMs")."""
+    if cfg.num_visible < 1 or cfg.num_hidden < 1 or cfg.num_labels < 0:
+        raise ValueError(f"bad RBM sizes {cfg}")
+    if not 0 <= cfg.burn_in < cfg.phase_steps:
+        raise ValueError(f"need 0 <= burn_in < phase_steps, got {cfg.burn_in}, {cfg.phase_steps}")
+    kw, ku = jax.random.split(key)
+    w = 0.01 * jax.random.normal(kw, (cfg.num_visible, cfg.num_hidden), jnp.float32)
+    u = 0.01 * jax.random.normal(ku, (cfg.num_labels, cfg.num_hidden), jnp.float32)
+    if data_mean is None:
+        b_v = jnp.zeros((cfg.num_visible,), jnp.float32)
+    else:
+        p = jnp.clip(jnp.asarray(data_mean, jnp.float32).reshape(-1), 1e-3, 1 - 1e-3)
+        b_v = jnp.log(p / (1 - p))
+    return Params(w, u, b_v, jnp.zeros((cfg.num_hidden,), jnp.float32), jnp.zeros((cfg.num_labels,), jnp.float32))
+
+
+def _check_batch(x: Array, labels: Array | None, cfg: RBMConfig) -> Array:
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim == 4:
+        x = x.reshape(x.shape[0], -1)
+    if x.ndim != 2 or x.shape[1] != cfg.num_visible:
+        raise ValueError(
+            f"RBM input must be [B, {cfg.num_visible}] or [B, H, W, C] with H*W*C = {cfg.num_visible}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    if labels is not None and (labels.ndim != 1 or labels.shape[0] != x.shape[0]):
+        raise ValueError(f"labels must be [B] = [{x.shape[0]}], got shape {tuple(labels.shape)}")
+    return x
+
+
+def _hidden_drive(params, v, l):
+    return v @ params.w + l @ params.u + params.b_h
+
+
+class _Stats(NamedTuple):
+    """Gated STDP sums: ``vh [V, H]``, ``lh [L, H]``, ``v [V]``, ``h [H]``, ``l [L]``."""
+
+    vh: Array
+    lh: Array
+    v: Array
+    h: Array
+    l: Array
+
+
+def _zero_stats(cfg: RBMConfig) -> _Stats:
+    v, h, l = cfg.num_visible, cfg.num_hidden, cfg.num_labels
+    z = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
+    return _Stats(z(v, h), z(l, h), z(v), z(h), z(l))
+
+
+def _stdp_terms(v, l, h, traces, lam):
+    """``STDP(t)`` summed over the batch, and the new traces."""
+    a_v, a_l, a_h = traces
+    a_v = lam * a_v + v
+    a_l = lam * a_l + l
+    # Post spike meets the pre trace (this step included); pre spike meets the post trace of earlier steps.
+    vh = a_v.T @ h + (v.T @ (lam * a_h) if lam else 0.0)
+    lh = a_l.T @ h + (l.T @ (lam * a_h) if lam else 0.0)
+    a_h = lam * a_h + h
+    return (vh, lh, jnp.sum(v, 0), jnp.sum(h, 0), jnp.sum(l, 0)), (a_v, a_l, a_h)
+
+
+def ecd_statistics(params: Params, key: Array, x: Array, labels: Array, cfg: RBMConfig) -> tuple[_Stats, dict]:
+    """Runs one data phase and one model phase; returns ``sum_t g(t) STDP(t)``.
+
+    Args:
+      params: :class:`Params`.
+      key: PRNG key (all spikes of both phases).
+      x: ``[B, V]`` (or images) in [0, 1], visible firing probabilities of the data phase.
+      labels: ``int32 [B]``.
+
+    Returns:
+      ``(stats, aux)``: gated sums averaged over the batch and divided by the
+      gated steps per phase; ``aux`` holds time-major spike trains
+      ``v [2S, B, V]``, ``h [2S, B, H]``, ``l [2S, B, L]`` and ``g [2S]``.
+    """
+    x = _check_batch(x, labels, cfg)
+    check_params(params, cfg)
+    batch = x.shape[0]
+    steps, burn, lam = cfg.phase_steps, cfg.burn_in, cfg.trace_decay
+    label_onehot = jax.nn.one_hot(labels, cfg.num_labels, dtype=jnp.float32)
+    g = jnp.concatenate([
+        jnp.where(jnp.arange(steps) < burn, 0.0, 1.0),
+        jnp.where(jnp.arange(steps) < burn, 0.0, -1.0),
+    ])
+    keys = jax.random.split(key, 2 * steps)
+
+    def data_step(carry, inputs):
+        traces, _ = carry
+        k, g_t = inputs
+        kv, kh = jax.random.split(k)
+        v = jax.random.bernoulli(kv, x).astype(jnp.float32)
+        l = label_onehot
+        h = jax.random.bernoulli(kh, jax.nn.sigmoid(_hidden_drive(params, v, l))).astype(jnp.float32)
+        terms, traces = _stdp_terms(v, l, h, traces, lam)
+        return (traces, h), (jax.tree.map(lambda a: g_t * a, terms), v, h, l)
+
+    def model_step(carry, inputs):
+        traces, h_prev = carry
+        k, g_t = inputs
+        kv, kl, kh = jax.random.split(k, 3)
+        v = jax.random.bernoulli(kv, jax.nn.sigmoid(h_prev @ params.w.T + params.b_v)).astype(jnp.float32)
+        label_logits = h_prev @ params.u.T + params.b_l
+        l = jax.nn.one_hot(jax.random.categorical(kl, label_logits), cfg.num_labels, dtype=jnp.float32)
+        h = jax.random.bernoulli(kh, jax.nn.sigmoid(_hidden_drive(params, v, l))).astype(jnp.float32)
+        terms, traces = _stdp_terms(v, l, h, traces, lam)
+        return (traces, h), (jax.tree.map(lambda a: g_t * a, terms), v, h, l)
+
+    zeros = (
+        jnp.zeros((batch, cfg.num_visible), jnp.float32),
+        jnp.zeros((batch, cfg.num_labels), jnp.float32),
+        jnp.zeros((batch, cfg.num_hidden), jnp.float32),
+    )
+    carry = (zeros, zeros[2])
+    carry, (terms_d, v_d, h_d, l_d) = jax.lax.scan(data_step, carry, (keys[:steps], g[:steps]))
+    # The model phase starts from the data phase's last hidden state, with fresh traces.
+    _, (terms_m, v_m, h_m, l_m) = jax.lax.scan(model_step, (zeros, carry[1]), (keys[steps:], g[steps:]))
+    norm = 1.0 / (batch * (steps - burn))
+    stats = _Stats(*[norm * (jnp.sum(a, 0) + jnp.sum(b, 0)) for a, b in zip(terms_d, terms_m)])
+    aux = {
+        "v": jnp.concatenate([v_d, v_m]),
+        "h": jnp.concatenate([h_d, h_m]),
+        "l": jnp.concatenate([l_d, l_m]),
+        "g": g,
+    }
+    return stats, aux
+
+
+def ecd_update(params: Params, stats: _Stats, learning_rate: float, weight_decay: float = 0.0) -> Params:
+    """``theta <- theta + eta (stats - decay * theta)`` (decay on ``w``, ``u`` only)."""
+    return Params(
+        params.w + learning_rate * (stats.vh - weight_decay * params.w),
+        params.u + learning_rate * (stats.lh - weight_decay * params.u),
+        params.b_v + learning_rate * stats.v,
+        params.b_h + learning_rate * stats.h,
+        params.b_l + learning_rate * stats.l,
+    )
+
+
+def make_ecd_step(cfg: RBMConfig, learning_rate: float = 0.05, weight_decay: float = 1e-4):
+    """``step(params, batch {"image", "label"}, key) -> (params, metrics)``: one eCD presentation."""
+
+    def step(params: Params, batch: dict, key: Array):
+        x = _check_batch(batch["image"], batch["label"], cfg)
+        stats, aux = ecd_statistics(params, key, x, batch["label"], cfg)
+        params = ecd_update(params, stats, learning_rate, weight_decay)
+        steps = cfg.phase_steps
+        # One-step mean-field reconstruction from the data phase's last hidden spikes.
+        recon = jax.nn.sigmoid(aux["h"][steps - 1] @ params.w.T + params.b_v)
+        metrics = {
+            "recon_mse": jnp.mean((recon - x) ** 2),
+            "hidden_rate_data": jnp.mean(aux["h"][:steps]),
+            "hidden_rate_model": jnp.mean(aux["h"][steps:]),
+            "visible_rate_model": jnp.mean(aux["v"][steps:]),
+            "label_match_model": jnp.mean(jnp.argmax(aux["l"][-1], -1) == batch["label"]),
+        }
+        return params, metrics
+
+    return step
+
+
+def reconstruct(params: Params, key: Array, x: Array, labels: Array | None, cfg: RBMConfig) -> Array:
+    """``sigmoid(W h + b_v)`` after one hidden sample driven by ``x`` (and the label if given).
+
+    Returns ``[B, V]`` visible probabilities (the reconstruction-error probe).
+    """
+    x = _check_batch(x, labels, cfg)
+    l = (jax.nn.one_hot(labels, cfg.num_labels, dtype=jnp.float32) if labels is not None
+         else jnp.zeros((x.shape[0], cfg.num_labels), jnp.float32))
+    h = jax.random.bernoulli(key, jax.nn.sigmoid(_hidden_drive(params, x, l))).astype(jnp.float32)
+    return jax.nn.sigmoid(h @ params.w.T + params.b_v)
+
+
+def classify(params: Params, key: Array, x: Array, cfg: RBMConfig, num_steps: int = 20) -> Array:
+    """Label firing probabilities with the visible layer clamped to Bernoulli(x) spikes.
+
+    The label group runs freely (``l_t ~ softmax(U h_{t-1} + b_l)``) and is
+    read as its mean softmax over ``num_steps``. Returns ``[B, L]``.
+    """
+    x = _check_batch(x, None, cfg)
+    batch = x.shape[0]
+
+    def step(carry, k):
+        l = carry
+        kv, kh, kl = jax.random.split(k, 3)
+        v = jax.random.bernoulli(kv, x).astype(jnp.float32)
+        h = jax.random.bernoulli(kh, jax.nn.sigmoid(_hidden_drive(params, v, l))).astype(jnp.float32)
+        logits = h @ params.u.T + params.b_l
+        l = jax.nn.one_hot(jax.random.categorical(kl, logits), cfg.num_labels, dtype=jnp.float32)
+        return l, jax.nn.softmax(logits)
+
+    l0 = jnp.zeros((batch, cfg.num_labels), jnp.float32)
+    _, probs = jax.lax.scan(step, l0, jax.random.split(key, num_steps))
+    return jnp.mean(probs, 0)
+
+
+def sample(
+    params: Params,
+    key: Array,
+    labels: Array,
+    cfg: RBMConfig,
+    num_steps: int = 200,
+    average: int = 20,
+    label_gain: float = 1.0,
+) -> tuple[Array, dict]:
+    """Class-conditional samples by free-running spiking dynamics.
+
+    The label group is clamped to ``labels`` (one spike per step); hidden and
+    visible units run freely from a random hidden state for ``num_steps``
+    steps (alternating ``h_t | v_t, l`` and ``v_{t+1} | h_t``). The image is
+    the visible firing probability ``sigmoid(W h_{t-1} + b_v)`` averaged over
+    the last ``average`` steps (a rate read-out). ``label_gain`` scales the
+    label's drive ``U^T l`` (1 = the trained model; > 1 sharpens classes).
+    Everything is drawn from ``key``: the same key gives the same samples.
+
+    Args:
+      labels: ``int32 [N]`` classes to generate.
+
+    Returns:
+      ``(images [N, V] in [0, 1], aux)`` with ``aux["v_spikes"]`` (visible
+      spike count per sample) and ``aux["h_spikes"]``.
+    """
+    check_params(params, cfg)
+    labels = jnp.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be [N], got shape {tuple(labels.shape)}")
+    if not 1 <= average <= num_steps:
+        raise ValueError(f"need 1 <= average <= num_steps, got average={average}, num_steps={num_steps}")
+    n = labels.shape[0]
+    l = label_gain * jax.nn.one_hot(labels, cfg.num_labels, dtype=jnp.float32)
+    k0, k_run = jax.random.split(key)
+    h0 = jax.random.bernoulli(k0, 0.5, (n, cfg.num_hidden)).astype(jnp.float32)
+
+    def step(h_prev, k):
+        kv, kh = jax.random.split(k)
+        p_v = jax.nn.sigmoid(h_prev @ params.w.T + params.b_v)
+        v = jax.random.bernoulli(kv, p_v).astype(jnp.float32)
+        h = jax.random.bernoulli(kh, jax.nn.sigmoid(_hidden_drive(params, v, l))).astype(jnp.float32)
+        return h, (p_v, jnp.sum(v, -1), jnp.sum(h, -1))
+
+    _, (p_v, v_count, h_count) = jax.lax.scan(step, h0, jax.random.split(k_run, num_steps))
+    images = jnp.mean(p_v[-average:], 0)
+    return images, {"v_spikes": jnp.sum(v_count, 0), "h_spikes": jnp.sum(h_count, 0)}
+
+
+def synaptic_events_per_sample(aux: dict, cfg: RBMConfig) -> dict:
+    """Synaptic events of free sampling: each visible spike reaches ``H`` hidden units,
+    each hidden spike ``V`` visible ones (the label's clamped drive is not counted)."""
+    v = float(np.mean(np.asarray(aux["v_spikes"])))
+    h = float(np.mean(np.asarray(aux["h_spikes"])))
+    synops = v * cfg.num_hidden + h * cfg.num_visible
+    return {"v_spikes": v, "h_spikes": h, "synops": synops, "energy_nj": synops * 0.9e-3}

@@ -1,0 +1,212 @@
+"""Trains the STDP / R-STDP digit network (Mozafari et al. 2019) on mnist5k.
+
+    python -m launch.stdp --workdir=/tmp/stdp
+    python -m launch.stdp --workdir=/tmp/stdp_smoke --smoke
+
+Stages (each timed): S1 by STDP (``--epochs1`` passes over the 4,000
+training digits), S2 by STDP (``--epochs2``), features of train and test
+through the frozen S1-S2, the decision layer by R-STDP (``--epochs3``),
+then a logistic-regression probe on the same unsupervised S2 features.
+
+Writes into ``--workdir``: ``config.json``, ``metrics.json`` (accuracies,
+probe, energy per image, stage times), ``history.jsonl`` and ``rstdp_accuracy.png`` (R-STDP
+train/test accuracy per epoch), ``params.npz`` and ``filters1.png`` (S1 kernels
+back-projected through the DoG filters, i.e. the preferred stimulus of each
+map).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed (weights and data order).")
+_C1 = flags.DEFINE_integer("c1", 30, "S1 feature maps.")
+_C2 = flags.DEFINE_integer("c2", 100, "S2 feature maps (paper: 250).")
+_PER_CLASS = flags.DEFINE_integer("per_class", 20, "Decision neurons per class.")
+_EPOCHS1 = flags.DEFINE_integer("epochs1", 2, "STDP passes over the train set for S1.")
+_EPOCHS2 = flags.DEFINE_integer("epochs2", 2, "STDP passes for S2.")
+_EPOCHS3 = flags.DEFINE_integer("epochs3", 20, "R-STDP passes for the decision layer.")
+_BATCH = flags.DEFINE_integer("batch", 16, "Images per compiled STDP step (winners from the batch-start weights).")
+_DECIDE_EVERY = flags.DEFINE_integer("decide_every", 10, "R-STDP examples decided per group (1 = fully online).")
+_RSTDP_SCALE = flags.DEFINE_float("rstdp_scale", 1.0, "Multiplies the paper's R-STDP rates (0.004, -0.003, -0.004, 0.0005).")
+_NUM_TRAIN = flags.DEFINE_integer("num_train", 0, "Use only this many training digits (0 = all 4,000).")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny run (c1=4, c2=8, 200 digits, 1 epoch each) to test the code path.")
+
+flags.mark_flags_as_required(["workdir"])
+
+
+def _filters_png(w1, path):
+    """Each S1 map's kernel back-projected through the DoG kernels (its preferred input)."""
+    import jax
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from jaxspike import stdp
+
+    dog = stdp.dog_kernels()  # [13, 13, 1, 6]
+    # Transposed conv: the input pattern that drives each map = sum_c w[:, :, c, f] (*) DoG_c.
+    w = np.asarray(w1)  # [5, 5, 6, C1]
+    recon = jax.lax.conv_general_dilated(
+        np.transpose(w, (3, 0, 1, 2)), np.flip(np.transpose(dog, (0, 1, 3, 2)), (0, 1)), (1, 1),
+        ((12, 12), (12, 12)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    recon = np.asarray(recon)[..., 0]
+    num = recon.shape[0]
+    cols = min(10, num)
+    rows = -(-num // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2))
+    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
+        ax.axis("off")
+        if i < num:
+            r = recon[i]
+            ax.imshow(r, cmap="gray", vmin=-np.abs(r).max(), vmax=np.abs(r).max())
+    fig.suptitle("S1 STDP features (kernels back-projected through the DoG filters)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _history_png(history, probe_acc, path):
+    """R-STDP train/test accuracy per epoch, with the linear probe as a reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] + 1 for r in history]
+    fig = plt.figure(figsize=(4.5, 3))
+    plt.plot(epochs, [r["train_acc_online"] for r in history], label="train (online, while learning)")
+    plt.plot(epochs, [r["test_acc"] for r in history], label="test")
+    plt.axhline(probe_acc, ls="--", c="gray", label="linear probe on S2 features")
+    plt.xlabel("R-STDP epoch")
+    plt.ylabel("accuracy")
+    plt.ylim(0.5, 1)
+    plt.legend(fontsize=7)
+    plt.title("Decision layer trained by R-STDP", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxspike import data
+    from jaxspike.models import spyketorch_net as net
+
+    workdir = _WORKDIR.value
+    os.makedirs(workdir, exist_ok=True)
+    smoke = _SMOKE.value
+    cfg = net.NetConfig(c1=4 if smoke else _C1.value, c2=8 if smoke else _C2.value, per_class=2 if smoke else _PER_CLASS.value)
+    epochs = (1, 1, 1) if smoke else (_EPOCHS1.value, _EPOCHS2.value, _EPOCHS3.value)
+    num_train = 200 if smoke else _NUM_TRAIN.value
+    batch = 8 if smoke else _BATCH.value
+    decide_every = 10 if smoke else _DECIDE_EVERY.value
+    rstdp_batch = 100 if smoke else 1000
+    seed = _SEED.value
+    config = {"net": cfg._asdict(), "epochs": epochs, "num_train": num_train, "batch": batch,
+              "decide_every": decide_every, "rstdp_chunk": rstdp_batch, "seed": seed, "dataset": "mnist5k",
+              "rstdp_rates": tuple(_RSTDP_SCALE.value * r for r in (0.004, -0.003, -0.004, 0.0005)), "command": " ".join(sys.argv)}
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+
+    train = data.load("mnist5k", "train")
+    test = data.load("mnist5k", "test")
+    x_train, y_train = train.images, train.labels
+    if num_train:
+        # The file is sorted by digit: take a class-balanced subset.
+        keep = np.random.default_rng([seed, 99]).permutation(len(y_train))[:num_train]
+        x_train, y_train = x_train[keep], y_train[keep]
+    n = len(y_train)
+    params = net.init_params(jax.random.key(seed), cfg)
+    times, metrics = {}, {}
+
+    for layer in (1, 2):
+        step = jax.jit(net.make_stdp_step(cfg, layer), donate_argnums=(0,))
+        t0 = time.time()
+        seen = 0
+        for epoch in range(epochs[layer - 1]):
+            # Separate, reproducible order per layer and epoch.
+            for idx in data.batch_indices(n, batch, seed * 10 + layer, epoch):
+                params, m = step(params, jnp.asarray(x_train[idx]), seen)
+                seen += batch
+            m = {k: float(v) for k, v in m.items()}
+            print(f"S{layer} epoch {epoch}: {seen} images, {time.time() - t0:.0f}s, {m}", flush=True)
+        jax.block_until_ready(params)
+        times[f"stdp{layer}_s"] = time.time() - t0
+        metrics[f"convergence{layer}"] = m["convergence"]
+
+    feat_fn = jax.jit(lambda p, x: net.features(p, x, cfg))
+
+    def all_features(x):
+        out = [feat_fn(params, jnp.asarray(x[i : i + 100])) for i in range(0, len(x), 100)]
+        fired = np.concatenate([np.asarray(o[0]) for o in out])
+        early = np.concatenate([np.asarray(o[1]) for o in out])
+        aux = {k: np.concatenate([np.asarray(o[2][k]) for o in out]) for k in out[0][2]}
+        return fired, early, aux
+
+    t0 = time.time()
+    f_train, e_train, _ = all_features(x_train)
+    f_test, e_test, aux_test = all_features(test.images)
+    times["features_s"] = time.time() - t0
+    print(f"features: {times['features_s']:.0f}s, S2 pooled firing {f_train.mean():.3f}", flush=True)
+
+    epoch_fn = jax.jit(net.make_rstdp_epoch(cfg, batch=rstdp_batch, decide_every=decide_every), donate_argnums=(0,))
+    decide = jax.jit(lambda w, f: net.decide(w, f, cfg)[0])
+    f_train_j, y_train_j, f_test_j = jnp.asarray(f_train), jnp.asarray(y_train), jnp.asarray(f_test)
+    w3, scales = params.w3, jnp.array([0.9, 0.1])
+    rates = jnp.array(config["rstdp_rates"])
+    t0 = time.time()
+    hist = open(os.path.join(workdir, "history.jsonl"), "w")
+    history = []
+    n3 = (n // rstdp_batch) * rstdp_batch
+    for epoch in range(epochs[2]):
+        order = jnp.asarray(np.random.default_rng([seed, 3, epoch]).permutation(n)[:n3])
+        w3, scales, hits = epoch_fn(w3, scales, f_train_j, y_train_j, order, rates, True)
+        test_acc = float(np.mean(np.asarray(decide(w3, f_test_j)) == test.labels))
+        rec = {"epoch": epoch, "train_acc_online": float(hits) / n3, "test_acc": test_acc,
+               "time_s": time.time() - t0}
+        history.append(rec)
+        hist.write(json.dumps(rec) + "\n")
+        hist.flush()
+        print(f"R-STDP epoch {epoch}: {rec}", flush=True)
+    hist.close()
+    times["rstdp_s"] = time.time() - t0
+    params = params._replace(w3=w3)
+    metrics["test_acc"] = float(np.mean(np.asarray(decide(w3, f_test_j)) == test.labels))
+    metrics["train_acc"] = float(np.mean(np.asarray(decide(w3, f_train_j)) == y_train))
+
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.time()
+    for name, (a, b) in {"fired": (f_train, f_test), "earliness": (e_train, e_test)}.items():
+        probe = LogisticRegression(C=0.1 if name == "fired" else 1.0, max_iter=300)
+        probe.fit(a.reshape(len(a), -1), y_train)
+        metrics[f"probe_{name}_test_acc"] = float(probe.score(b.reshape(len(b), -1), test.labels))
+    times["probe_s"] = time.time() - t0
+    metrics.update({f"test_{k}": v for k, v in net.synaptic_events(aux_test).items()})
+    times["train_total_s"] = times["stdp1_s"] + times["stdp2_s"] + times["features_s"] + times["rstdp_s"]
+    metrics["times"] = times
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
+    np.savez(os.path.join(workdir, "params.npz"), **{k: np.asarray(v) for k, v in params._asdict().items()})
+    _filters_png(params.w1, os.path.join(workdir, "filters1.png"))
+    _history_png(history, metrics["probe_fired_test_acc"], os.path.join(workdir, "rstdp_accuracy.png"))
+    print(json.dumps(metrics, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)

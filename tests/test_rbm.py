@@ -1,0 +1,117 @@
+"""Tests of the event-driven-CD spiking RBM (tiny sizes)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxspike.models import rbm
+
+TINY = rbm.RBMConfig(num_visible=6, num_hidden=4, num_labels=3, phase_steps=4, burn_in=1)
+
+
+def _hand_stats(aux, lam, batch, gated):
+    """The eCD rule computed step by step from the recorded spike trains (NumPy)."""
+    v, h, l, g = (np.asarray(aux[k], np.float64) for k in ("v", "h", "l", "g"))
+    steps = len(g) // 2
+    vh = np.zeros((v.shape[2], h.shape[2]))
+    lh = np.zeros((l.shape[2], h.shape[2]))
+    for phase in (0, 1):
+        a_v = np.zeros_like(v[0])
+        a_l = np.zeros_like(l[0])
+        a_h = np.zeros_like(h[0])
+        for t in range(phase * steps, (phase + 1) * steps):
+            a_v = lam * a_v + v[t]
+            a_l = lam * a_l + l[t]
+            # post spike x pre trace (this step included) + pre spike x post trace of earlier steps
+            for b in range(batch):
+                vh += g[t] * (np.outer(a_v[b], h[t, b]) + np.outer(v[t, b], lam * a_h[b]))
+                lh += g[t] * (np.outer(a_l[b], h[t, b]) + np.outer(l[t, b], lam * a_h[b]))
+            a_h = lam * a_h + h[t]
+    norm = batch * gated
+    sv = (g[:, None, None] * v).sum((0, 1)) / norm
+    sh = (g[:, None, None] * h).sum((0, 1)) / norm
+    sl = (g[:, None, None] * l).sum((0, 1)) / norm
+    return vh / norm, lh / norm, sv, sh, sl
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_one_ecd_update_matches_hand_rule(key, lam):
+    cfg = TINY._replace(trace_decay=lam)
+    params = rbm.init_params(key, cfg)
+    params = params._replace(w=params.w * 100)  # non-trivial firing
+    x = jnp.asarray([[1, 0, 1, 0.5, 0.2, 0.9], [0, 1, 0, 1, 1, 0.1]], jnp.float32)
+    y = jnp.array([2, 0])
+    stats, aux = rbm.ecd_statistics(params, jax.random.fold_in(key, 7), x, y, cfg)
+    np.testing.assert_array_equal(np.asarray(aux["g"]), [0, 1, 1, 1, 0, -1, -1, -1])
+    # Data phase: visible spikes only where the pixel is on, the label unit of the class every step.
+    v_data = np.asarray(aux["v"][:4])
+    assert not v_data[:, 0, 1].any() and v_data[:, 0, 0].all()
+    np.testing.assert_array_equal(np.asarray(aux["l"][:4]).argmax(-1), np.tile([2, 0], (4, 1)))
+    np.testing.assert_array_equal(np.asarray(aux["l"]).sum(-1), 1.0)  # one label spike per step (WTA)
+    vh, lh, sv, sh, sl = _hand_stats(aux, lam, batch=2, gated=3)
+    np.testing.assert_allclose(np.asarray(stats.vh), vh, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(stats.lh), lh, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(stats.v), sv, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(stats.h), sh, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(stats.l), sl, atol=1e-6)
+    new = rbm.ecd_update(params, stats, 0.1, weight_decay=0.0)
+    np.testing.assert_allclose(np.asarray(new.w - params.w), 0.1 * vh, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(new.b_h - params.b_h), 0.1 * sh, atol=1e-6)
+
+
+def test_sampling_is_reproducible_from_key(key):
+    cfg = TINY
+    params = rbm.init_params(key, cfg)
+    params = params._replace(w=params.w * 200, u=params.u * 200)
+    labels = jnp.array([0, 1, 2, 1])
+    a, aux_a = rbm.sample(params, jax.random.key(3), labels, cfg, num_steps=12, average=4)
+    b, _ = rbm.sample(params, jax.random.key(3), labels, cfg, num_steps=12, average=4)
+    c, _ = rbm.sample(params, jax.random.key(4), labels, cfg, num_steps=12, average=4)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+    assert a.shape == (4, 6) and float(a.min()) >= 0 and float(a.max()) <= 1
+    assert float(jnp.sum(aux_a["v_spikes"])) > 0
+    jitted = jax.jit(lambda p, k: rbm.sample(p, k, labels, cfg, 12, 4)[0])(params, jax.random.key(3))
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(a), atol=1e-6)
+
+
+def test_short_training_reduces_reconstruction_error(key):
+    cfg = rbm.RBMConfig(num_visible=16, num_hidden=12, num_labels=2, phase_steps=3, burn_in=0)
+    # Two prototypes (bars) with 10% pixel noise.
+    proto = np.zeros((2, 16), np.float32)
+    proto[0, :8] = 1
+    proto[1, 8:] = 1
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 32)
+    x = np.abs(proto[labels] - (rng.random((32, 16)) < 0.1)).astype(np.float32)
+    x, labels = jnp.asarray(x), jnp.asarray(labels)
+    params = rbm.init_params(key, cfg, x.mean(0))
+    step = jax.jit(rbm.make_ecd_step(cfg, learning_rate=0.2, weight_decay=0.0))
+    recon_key = jax.random.key(9)
+
+    def recon_error(p):
+        # Average over a few hidden samples to measure the model, not the noise.
+        keys = jax.random.split(recon_key, 8)
+        return float(np.mean([jnp.mean((rbm.reconstruct(p, k, x, None, cfg) - x) ** 2) for k in keys]))
+
+    before = recon_error(params)
+    for i in range(150):
+        params, metrics = step(params, {"image": x, "label": labels}, jax.random.fold_in(key, i))
+    after = recon_error(params)
+    assert after < 0.6 * before, (before, after)
+    assert np.isfinite(float(metrics["recon_mse"]))
+
+
+def test_bad_inputs_raise(key):
+    params = rbm.init_params(key, TINY)
+    with pytest.raises(ValueError, match=r"\[B, 6\]"):
+        rbm.ecd_statistics(params, key, jnp.zeros((2, 5)), jnp.zeros(2, jnp.int32), TINY)
+    with pytest.raises(ValueError, match="labels"):
+        rbm.ecd_statistics(params, key, jnp.zeros((2, 6)), jnp.zeros(3, jnp.int32), TINY)
+    with pytest.raises(ValueError, match="shape"):
+        rbm.ecd_statistics(params._replace(w=jnp.zeros((6, 5))), key, jnp.zeros((2, 6)), jnp.zeros(2, jnp.int32), TINY)
+    with pytest.raises(ValueError, match="burn_in"):
+        rbm.init_params(key, TINY._replace(burn_in=4))
+    with pytest.raises(ValueError, match="labels"):
+        rbm.sample(params, key, jnp.zeros((2, 2), jnp.int32), TINY)
