@@ -140,3 +140,16 @@ def test_bad_input_shapes():
         layers.DenseReadout(2, mode="median").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="features"):
         layers.SpikingDense(0).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("T,B,expected", [(100, 64, 30056), (500, 16, 39245)])
+def test_default_lif_matches_snntorch_spike_counts(T, B, expected):
+    # The reference arrays of bench/lif_layer.py; snnTorch's Leaky(beta=0.9, threshold=1,
+    # reset_mechanism="subtract") emits exactly these totals on them.
+    x = (np.random.default_rng(0).random((T, B, 784), dtype=np.float32) < 0.1).astype(np.float32)
+    w = np.random.default_rng(1).uniform(-1 / 28, 1 / 28, (784, 512)).astype(np.float32)
+    layer = layers.SpikingDense(512, use_bias=False)
+    for hoist in (True, False):
+        spikes, aux = layer.clone(hoist=hoist).apply({"params": {"kernel": jnp.asarray(w)}}, jnp.asarray(x))
+        assert int(spikes.sum()) == expected
+        assert int(aux["spike_count"].sum()) == expected
