@@ -14,10 +14,11 @@ Two ways to run a layer over time give identical spikes:
   GEMMs, no ``[T, B, N]`` current buffer; combined with ``remat_chunk`` it
   keeps memory O(T / chunk + chunk) in the backward pass.
 
-``hoist=None`` (default) runs the synapse per step when each step's product
-has at least :data:`HOIST_BELOW_ROWS` rows (batch x spatial positions), and
-hoisted below that; ``remat_chunk`` always runs per step (see
-``bench/lif_layer.py`` and README.md for the measurements behind this).
+``hoist=None`` (default) hoists unless each step's product has at least
+:data:`HOIST_BELOW_ROWS` rows (batch x spatial positions) *and* the
+``[T, B, N]`` currents exceed :data:`HOIST_MAX_BYTES`; ``remat_chunk`` always
+runs per step (see ``bench/lif_layer.py`` and README.md for the measurements
+behind this).
 
 Each layer returns ``(outputs, aux)``. ``aux`` holds per-example counts the
 energy model needs, gathered in the same pass:
@@ -60,6 +61,8 @@ READOUT_MODES = ("mean", "last", "max", "sequence")
 # Auto placement threshold: per-step GEMMs with fewer rows than this are run
 # as one hoisted [T*rows, ...] product instead (measured on 2 CPU cores).
 HOIST_BELOW_ROWS = 64
+# ... and layers whose [T, B, N] currents fit in this many bytes are hoisted too.
+HOIST_MAX_BYTES = 8 * 2**20
 
 
 def scan_time(
@@ -193,11 +196,13 @@ class _SpikingLayer(nn.Module):
             hoist = self.hoist
         else:
             # Auto: with remat the synapse must run per step (no [T, B, N] current buffer).
-            # Otherwise hoist only when the per-step product is too small to run a GEMM
-            # efficiently; above that the per-step path avoids writing and re-reading the
-            # [T, B, N] currents and their gradient, and wins (bench/lif_layer.py).
+            # Otherwise hoist when the per-step product is too small for an efficient GEMM,
+            # or when the [T, B, N] currents are small enough to stay in cache; a larger
+            # buffer costs more memory traffic (written, re-read, and again for its
+            # gradient) than the per-step GEMMs lose (bench/lif_layer.py, svae_step.py).
             rows = batch * int(np.prod(in_shape[:-1]))
-            hoist = not self.remat_chunk and rows < HOIST_BELOW_ROWS
+            current_bytes = num_steps * batch * int(np.prod(out_shape)) * x_seq.dtype.itemsize
+            hoist = not self.remat_chunk and (rows < HOIST_BELOW_ROWS or current_bytes <= HOIST_MAX_BYTES)
         # A non-spiking cell (leaky integrator readout) emits membranes, not spikes.
         counts_spikes = cell.name != "leaky_integrator"
 
