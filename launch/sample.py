@@ -2,8 +2,10 @@
 
     python -m launch.sample --workdir=/tmp/svae --num=1000 --out=/tmp/svae/samples.npy [--seed=0]
 
-The array is ``float32 [N, H, W, C]`` in [0, 1] (the decoder's Bernoulli
-means), shaped like the training data. Sample ``i`` depends only on
+The array is ``float32 [N, H, W, C]`` in [0, 1], shaped like the training
+data: the decoder's Bernoulli means for a VAE, the images of the generator's
+exponential moving average (``GANState.g_ema``) for a GAN (``gan``,
+``analog_gan``). Sample ``i`` depends only on
 ``--seed`` and ``i`` (chunks of ``--chunk`` use keys ``fold_in(key(seed),
 chunk)``), so a larger ``--num`` extends a smaller one. For a seed sweep,
 point ``--workdir`` at one run, e.g. ``W/seed_2``.

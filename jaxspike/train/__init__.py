@@ -7,7 +7,15 @@
 """
 
 from jaxspike.train.state import TrainState, SeedStreams, seed_streams, data_seed, create_train_state
-from jaxspike.train.steps import Objective, make_train_step, make_sweep_step, make_vae_objective, summarize_terms
+from jaxspike.train.steps import (
+    Objective,
+    Program,
+    make_train_step,
+    make_sweep_step,
+    make_vae_objective,
+    make_gan_objective,
+    summarize_terms,
+)
 from jaxspike.train.loop import (
     ConfigError,
     NonFiniteLossError,
@@ -19,6 +27,7 @@ from jaxspike.train.loop import (
     make_mesh,
     make_objective,
     make_optimizer,
+    make_program,
     validate_config,
     parse_seeds,
     initialize_distributed,
@@ -33,7 +42,9 @@ __all__ = [
     "Objective",
     "make_train_step",
     "make_sweep_step",
+    "Program",
     "make_vae_objective",
+    "make_gan_objective",
     "summarize_terms",
     "ConfigError",
     "NonFiniteLossError",
@@ -45,6 +56,7 @@ __all__ = [
     "make_mesh",
     "make_objective",
     "make_optimizer",
+    "make_program",
     "validate_config",
     "parse_seeds",
     "initialize_distributed",

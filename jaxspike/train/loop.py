@@ -13,6 +13,14 @@ function, :func:`train`, runs a config in a work directory:
   sharded along it, parameters and optimiser state are replicated;
 * **resume** - a work directory holding checkpoints resumes from the newest
   readable one (unreadable ones are reported by name and skipped);
+* **model families** - a loss objective (``fc_vae``: one params pytree,
+  one optimiser, :class:`TrainState`) or a state objective (``gan``,
+  ``analog_gan``: its own state, step and optimisers, samples from the
+  generator EMA), both reduced to one :class:`~jaxspike.train.steps.Program`;
+* **evaluation** - every ``eval_every`` steps: sample quality
+  (``eval/...``, incl. ``eval/class_entropy``), a mode-collapse flag
+  (``mode_collapse``: class entropy below ``config.mode_collapse_entropy``,
+  default 1.5 nats, with a warning) and the energy report (``energy/...``);
 * **safety** - a non-finite loss term stops the run with
   :class:`NonFiniteLossError` naming the step and term; SIGINT/SIGTERM save
   a checkpoint, then raise :class:`TrainingInterrupted`.
@@ -37,6 +45,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxspike import data as data_lib
+from jaxspike import gan_objective
+from jaxspike.models import gan as gan_lib
 from jaxspike.models import vae as vae_lib
 from jaxspike.train import io
 from jaxspike.train import state as state_lib
@@ -54,6 +64,7 @@ __all__ = [
     "make_mesh",
     "make_optimizer",
     "make_objective",
+    "make_program",
     "initialize_distributed",
     "train",
     "load_trained",
@@ -63,7 +74,10 @@ __all__ = [
 # Config sections that must match for a work directory to be resumed.
 _RESUME_KEYS = ("data", "model", "loss", "optimizer", "batch_size", "seed", "seeds")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-MODELS = ("fc_vae",)
+MODELS = ("fc_vae", "gan", "analog_gan")
+GAN_MODELS = ("gan", "analog_gan")
+DISCRIMINATORS = ("spiking", "analog")
+MODE_COLLAPSE_ENTROPY = 1.5  # nats; ln 10 = 2.30 is a uniform spread over 10 classes
 
 
 class ConfigError(ValueError):
@@ -146,6 +160,65 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              f"unknown dataset; supported: {', '.join(data_lib.DATASETS)}")
     m = config.model
     _require(m.name in MODELS, "model.name", m.name, f"unknown model; supported: {', '.join(MODELS)}")
+    if m.name in GAN_MODELS:
+        _validate_gan(config)
+    else:
+        _validate_vae(config)
+    for field, low in (("batch_size", 1), ("total_steps", 1), ("log_every", 1), ("checkpoint_every", 1),
+                       ("keep_checkpoints", 1), ("num_grid", 0), ("sample_every", 0), ("eval_every", 0),
+                       ("num_devices", 0), ("seed", 0), ("eval_seed", 0)):
+        _require(_is_int(config[field]) and config[field] >= low, field, config[field], f"must be an int >= {low}")
+    if config.eval_every:
+        _require(config.eval_num_samples >= 10, "eval_num_samples", config.eval_num_samples, "evaluation needs >= 10 samples")
+    parse_seeds(config.seeds)
+
+
+def _validate_widths(field: str, widths: Any) -> None:
+    widths = tuple(widths)
+    _require(len(widths) >= 1 and all(_is_int(w) and w >= 1 for w in widths), field, widths,
+             "layer widths must be ints >= 1")
+
+
+def _validate_gan(config: ml_collections.ConfigDict) -> None:
+    m = config.model
+    g, d = m.generator, m.discriminator
+    _require(_is_int(m.noise_dim) and m.noise_dim >= 1, "model.noise_dim", m.noise_dim, "noise units Z must be an int >= 1")
+    _require(0.0 < m.noise_p < 1.0, "model.noise_p", m.noise_p, "noise firing probability must lie in (0, 1)")
+    _require(m.disc in DISCRIMINATORS, "model.disc", m.disc, f"supported: {', '.join(DISCRIMINATORS)}")
+    _require(m.name != "analog_gan" or m.disc == "analog", "model.disc", m.disc, "the analog GAN has an analog discriminator")
+    _require(g.arch in gan_lib.ARCHS, "model.generator.arch", g.arch, f"supported: {', '.join(gan_lib.ARCHS)}")
+    _require(d.arch in gan_lib.ARCHS, "model.discriminator.arch", d.arch, f"supported: {', '.join(gan_lib.ARCHS)}")
+    for field in ("hidden", "channels"):
+        _validate_widths(f"model.generator.{field}", g[field])
+        _validate_widths(f"model.discriminator.{field}", d[field])
+    if m.name == "gan" or m.disc == "spiking":
+        _require(_is_int(m.num_steps) and m.num_steps >= 1, "model.num_steps", m.num_steps, "time steps T must be an int >= 1")
+        _require(0.0 <= m.beta <= 1.0, "model.beta", m.beta, "LIF decay must lie in [0, 1]")
+        _require(m.threshold > 0, "model.threshold", m.threshold, "threshold must be > 0")
+        _require(m.slope > 0, "model.slope", m.slope, "surrogate slope must be > 0")
+    if m.name == "gan":
+        _require(g.readout in gan_lib.READOUTS, "model.generator.readout", g.readout, f"supported: {', '.join(gan_lib.READOUTS)}")
+    else:
+        noise = m.get("noise", "gaussian")
+        _require(noise in gan_lib.ANALOG_NOISE, "model.noise", noise, f"supported: {', '.join(gan_lib.ANALOG_NOISE)}")
+    if m.disc == "spiking":
+        _require(d.coding in gan_lib.CODINGS, "model.discriminator.coding", d.coding, f"supported: {', '.join(gan_lib.CODINGS)}")
+    loss = config.loss
+    _require(loss.name in gan_objective.GAN_LOSSES, "loss.name", loss.name, f"supported: {', '.join(gan_objective.GAN_LOSSES)}")
+    _require(0.0 <= loss.ema_decay < 1.0, "loss.ema_decay", loss.ema_decay, "must lie in [0, 1)")
+    _require(loss.r1_gamma >= 0, "loss.r1_gamma", loss.r1_gamma, "must be >= 0 (0 = off)")
+    _require(loss.gp_weight >= 0, "loss.gp_weight", loss.gp_weight, "must be >= 0")
+    o = config.optimizer
+    _require(o.name in OPTIMIZERS, "optimizer.name", o.name, f"unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
+    for field in ("g_learning_rate", "d_learning_rate"):
+        _require(o[field] > 0, f"optimizer.{field}", o[field], "must be > 0")
+    _require(o.grad_clip >= 0, "optimizer.grad_clip", o.grad_clip, "must be >= 0 (0 = off)")
+    mce = config.get("mode_collapse_entropy", MODE_COLLAPSE_ENTROPY)
+    _require(mce >= 0, "mode_collapse_entropy", mce, "must be >= 0 nats")
+
+
+def _validate_vae(config: ml_collections.ConfigDict) -> None:
+    m = config.model
     _require(_is_int(m.num_steps) and m.num_steps >= 1, "model.num_steps", m.num_steps, "time steps T must be an int >= 1")
     _require(_is_int(m.latent) and m.latent >= 1, "model.latent", m.latent, "latent size must be an int >= 1")
     for field in ("encoder", "decoder"):
@@ -158,13 +231,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(o.name in OPTIMIZERS, "optimizer.name", o.name, f"unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
     _require(o.learning_rate > 0, "optimizer.learning_rate", o.learning_rate, "must be > 0")
     _require(o.grad_clip >= 0, "optimizer.grad_clip", o.grad_clip, "must be >= 0 (0 = off)")
-    for field, low in (("batch_size", 1), ("total_steps", 1), ("log_every", 1), ("checkpoint_every", 1),
-                       ("keep_checkpoints", 1), ("num_grid", 0), ("sample_every", 0), ("eval_every", 0),
-                       ("num_devices", 0), ("seed", 0), ("eval_seed", 0)):
-        _require(_is_int(config[field]) and config[field] >= low, field, config[field], f"must be an int >= {low}")
-    if config.eval_every:
-        _require(config.eval_num_samples >= 10, "eval_num_samples", config.eval_num_samples, "evaluation needs >= 10 samples")
-    parse_seeds(config.seeds)
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:
@@ -179,14 +245,19 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     return Mesh(np.asarray(devices[:num_devices]), ("data",))
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam / AdamW / SGD from ``config.optimizer``, with optional global-norm clipping."""
+def make_optimizer(cfg: ml_collections.ConfigDict, learning_rate: float | None = None) -> optax.GradientTransformation:
+    """Adam / AdamW / SGD from ``config.optimizer``, with optional global-norm clipping.
+
+    ``learning_rate`` overrides ``cfg.learning_rate`` (the GAN's separate
+    ``g_learning_rate`` / ``d_learning_rate``).
+    """
+    lr = cfg.learning_rate if learning_rate is None else learning_rate
     if cfg.name == "adam":
-        opt = optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
+        opt = optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
     elif cfg.name == "adamw":
-        opt = optax.adamw(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.get("weight_decay", 1e-4))
+        opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.get("weight_decay", 1e-4))
     elif cfg.name == "sgd":
-        opt = optax.sgd(cfg.learning_rate)
+        opt = optax.sgd(lr)
     else:
         raise ConfigError(f"config.optimizer.name={cfg.name!r}: unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
     if cfg.grad_clip:
@@ -202,6 +273,8 @@ def make_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ..
     keyword arguments of ``elbo_loss``.
     """
     m = config.model
+    if m.name in GAN_MODELS:
+        return _make_gan_objective(config, image_shape)
     if m.name != "fc_vae":
         raise ConfigError(f"config.model.name={m.name!r}: unknown model; supported: {', '.join(MODELS)}")
     known = set(vae_lib.SpikingVAE.__dataclass_fields__)
@@ -219,6 +292,58 @@ def make_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ..
         raise ConfigError(f"config.model: {err}") from None
     loss_kwargs = dict(config.loss) if "loss" in config else {}
     return steps_lib.make_vae_objective(model, **loss_kwargs)
+
+
+def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:
+    """``gan``: spiking generator + spiking or analog (hybrid) discriminator;
+    ``analog_gan``: the analog twin (see ``launch/configs/gan.py``)."""
+    m, o = config.model, config.optimizer
+    g, d = m.generator, m.discriminator
+    image_shape = tuple(int(x) for x in image_shape)
+    lif = dict(beta=m.beta, threshold=m.threshold, slope=m.slope)
+    if m.name == "gan":
+        generator = gan_lib.SpikingGenerator(
+            num_steps=m.num_steps, noise_dim=m.noise_dim, noise_p=m.noise_p, image_shape=image_shape, arch=g.arch,
+            hidden=tuple(g.hidden), channels=tuple(g.channels), readout=g.readout, **lif,
+        )
+    else:
+        generator = gan_lib.AnalogGenerator(
+            noise_dim=m.noise_dim, image_shape=image_shape, arch=g.arch, hidden=tuple(g.hidden),
+            channels=tuple(g.channels), noise=m.get("noise", "gaussian"), noise_p=m.noise_p,
+        )
+    if m.disc == "spiking":
+        discriminator = gan_lib.SpikingDiscriminator(
+            num_steps=m.num_steps, coding=d.coding, arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels), **lif,
+        )
+    else:
+        discriminator = gan_lib.AnalogDiscriminator(arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels))
+    g_tx = make_optimizer(o, o.g_learning_rate)
+    d_tx = make_optimizer(o, o.d_learning_rate)
+    example = {"image": jax.ShapeDtypeStruct((2,) + image_shape, jnp.float32)}
+    macs = None
+    try:
+        # Shapes only: module errors (bad widths for the image size, ...) surface here as ConfigErrors.
+        abstract = jax.eval_shape(
+            lambda k: gan_objective.init_gan_state(generator, discriminator, k, jnp.zeros(example["image"].shape),
+                                                   g_tx, d_tx),
+            jax.random.key(0),
+        )
+        if m.name == "analog_gan":
+            z = jax.ShapeDtypeStruct((2, m.noise_dim), jnp.float32)
+            macs = gan_lib.analog_macs(generator, abstract.g_params, z)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config.model: {err}") from None
+    return steps_lib.make_gan_objective(
+        generator, discriminator, g_tx, d_tx, analog_macs=macs, loss=config.loss.name,
+        r1_gamma=float(config.loss.r1_gamma), gp_weight=float(config.loss.gp_weight),
+        ema_decay=float(config.loss.ema_decay),
+    )
+
+
+def make_program(config: ml_collections.ConfigDict, objective: steps_lib.Objective) -> steps_lib.Program:
+    """The :class:`~jaxspike.train.steps.Program` the loop runs for ``objective``."""
+    optimizer = make_optimizer(config.optimizer) if objective.step is None else None
+    return steps_lib.make_program(objective, optimizer)
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -336,7 +461,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
 
     Args:
-      config: a ConfigDict as built by ``launch/configs/vae.py``.
+      config: a ConfigDict as built by ``launch/configs/vae.py`` or ``launch/configs/gan.py``.
       workdir: the run folder (created if missing).
 
     Returns:
@@ -366,7 +491,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
         raise ConfigError(f"config.batch_size={batch_size} exceeds the {len(train_ds.labels)} training examples")
     image_shape = data_lib.image_shape(train_ds)
     objective = make_objective(config, image_shape)
-    optimizer = make_optimizer(config.optimizer)
+    program = make_program(config, objective)
     total = int(config.total_steps)
 
     workdir = os.path.abspath(workdir)
@@ -388,9 +513,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     streams = [state_lib.seed_streams(s) for s in seeds]
     order_seeds = [state_lib.data_seed(st.data_key) for st in streams]
     example = {"image": jnp.zeros((2,) + image_shape, jnp.float32), "label": jnp.zeros((2,), jnp.int32)}
-    init_state = jax.jit(
-        lambda key: state_lib.create_train_state(objective.init(key, example), optimizer), out_shardings=replicated
-    )
+    init_state = jax.jit(lambda key: program.init_state(key, example), out_shardings=replicated)
 
     ckpts = [io.Checkpointer(os.path.join(d, "checkpoints"), int(config.keep_checkpoints)) for d in run_dirs]
     try:
@@ -412,7 +535,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
             state = states[0]
             run_keys = jax.jit(lambda: state_lib.seed_streams(seeds[0]).run_key, out_shardings=replicated)()
 
-        step_fn = steps_lib.make_train_step(objective.loss, optimizer)
+        step_fn = program.step
         if sweep:
             step_fn = steps_lib.make_sweep_step(step_fn)
         jit_step = jax.jit(
@@ -421,7 +544,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
             in_shardings=(replicated, batch_sharding, replicated),
             out_shardings=(replicated, replicated),
         )
-        runner = _Runner(config, objective, train_ds, test_ds, seeds, sweep, order_seeds, run_dirs, ckpts,
+        runner = _Runner(config, objective, program, train_ds, test_ds, seeds, sweep, order_seeds, run_dirs, ckpts,
                          batch_sharding, replicated, start)
         state, last_rows = runner.run(jit_step, state, run_keys, start, total)
         num_compiles = jit_step._cache_size() if hasattr(jit_step, "_cache_size") else -1
@@ -434,9 +557,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
 class _Runner:
     """The imperative part of :func:`train`: feeding, logging, saving, evaluating."""
 
-    def __init__(self, config, objective, train_ds, test_ds, seeds, sweep, order_seeds, run_dirs, ckpts,
+    def __init__(self, config, objective, program, train_ds, test_ds, seeds, sweep, order_seeds, run_dirs, ckpts,
                  batch_sharding, replicated, start):
         self.config, self.objective = config, objective
+        self.sample_params = program.sample_params
         self.train_ds, self.test_ds = train_ds, test_ds
         self.seeds, self.sweep, self.order_seeds = seeds, sweep, order_seeds
         self.run_dirs, self.ckpts = run_dirs, ckpts
@@ -448,9 +572,9 @@ class _Runner:
         if sweep:
             gen1 = gen
             gen = lambda params, key, num: jax.vmap(lambda p: gen1(p, key, num))(params)  # noqa: E731
-            rec = jax.vmap(rec, in_axes=(0, None, None))
+            rec = jax.vmap(rec, in_axes=(0, None, None)) if rec is not None else None
         self.generate = jax.jit(gen, static_argnums=2)
-        self.reconstruct = jax.jit(rec)
+        self.reconstruct = jax.jit(rec) if rec is not None else None
         self.forward_aux = jax.jit(jax.vmap(objective.forward_aux, in_axes=(0, None, None)) if sweep else objective.forward_aux)
         self.t0 = time.perf_counter()
         self.start = start
@@ -474,8 +598,12 @@ class _Runner:
     # -- checks and logs -----------------------------------------------------
     def check_and_log(self, step: int, metrics: dict, bar) -> None:
         values = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
-        core = [k for k in values if k not in ("loss", "grad_norm", "param_norm") and not k.startswith(("fire/", "latent_"))]
-        order = core + ["loss"] + [k for k in values if k not in core and k != "loss"]
+        # Report the primary loss terms first, the totals and diagnostics after.
+        first = [k for k in self.objective.check_first if k in values and k != "loss"]
+        core = first + [k for k in values if k not in first and k not in ("loss", "grad_norm", "param_norm")
+                        and not k.startswith(("fire/", "latent_", "rate/")) and not k.endswith("grad_norm")]
+        order = core + (["loss"] if "loss" in values else []) + [k for k in values if k not in core and k != "loss"]
+        total_name = "loss" if "loss" in values else next(iter(order), None)
         for name in order:
             vals = np.atleast_1d(values[name])
             bad = np.flatnonzero(~np.isfinite(vals))
@@ -484,7 +612,7 @@ class _Runner:
                 where = f" (seed {seed})" if self.sweep else ""
                 raise NonFiniteLossError(
                     f"non-finite loss at step {step}{where}: term {name!r} = {vals[bad[0]]} "
-                    f"(loss = {np.atleast_1d(values['loss'])[bad[0] if self.sweep else 0]}); "
+                    f"({total_name} = {np.atleast_1d(values[total_name])[bad[0] if self.sweep else 0]}); "
                     f"the last good checkpoint stays in {self.ckpts[int(bad[0]) if self.sweep else 0].directory}",
                     step, name, seed,
                 )
@@ -499,7 +627,7 @@ class _Runner:
             if self.writers:
                 self.writers[i].write(row)
         if bar is not None:
-            shown = {k: float(np.mean(values[k])) for k in ("loss", "recon", "kl") if k in values}
+            shown = {k: float(np.mean(values[k])) for k in ("loss", "recon", "kl", "d_loss", "g_loss") if k in values}
             bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
 
     # -- outputs -------------------------------------------------------------
@@ -507,24 +635,30 @@ class _Runner:
         for i, c in enumerate(self.ckpts):
             c.save(step, state_lib.unstack_state(state, i) if self.sweep else state)
 
-    def write_grids(self, step: int, params) -> None:
+    def write_grids(self, step: int, state) -> None:
+        params = self.sample_params(state)
         n = int(self.config.num_grid)
         k_gen, k_rec = jax.random.split(self.eval_key)
         samples = np.asarray(jax.device_get(self.generate(params, k_gen, n)))
         originals = self.test_ds.images[:n]
-        recons = np.asarray(jax.device_get(self.reconstruct(params, jnp.asarray(originals), k_rec)))
+        recons = None
+        if self.reconstruct is not None:
+            recons = np.asarray(jax.device_get(self.reconstruct(params, jnp.asarray(originals), k_rec)))
         if not io.is_writer():
             return
         for i, d in enumerate(self.run_dirs):
             s = samples[i] if self.sweep else samples
-            r = recons[i] if self.sweep else recons
             io.save_image_grid(os.path.join(d, f"samples_{step}.png"), s)
+            if recons is None:
+                continue
+            r = recons[i] if self.sweep else recons
             pairs = np.stack([originals, r], axis=1).reshape((2 * n,) + originals.shape[1:])
             io.save_image_grid(os.path.join(d, f"recons_{step}.png"), pairs, cols=2 * int(math.ceil(math.sqrt(n))))
 
-    def evaluate(self, step: int, params) -> None:
+    def evaluate(self, step: int, state) -> None:
         from jaxspike import metrics as metrics_lib  # local: eval is optional
 
+        params = self.sample_params(state)
         try:
             from jaxspike import energy as energy_lib
         except ImportError:
@@ -535,19 +669,30 @@ class _Runner:
         samples = generate_samples(self.generate, params, k_eval, int(cfg.eval_num_samples), int(cfg.batch_size))
         test_images = jnp.asarray(self.test_ds.images[: int(cfg.batch_size)])
         layers = jax.device_get(self.forward_aux(params, test_images, k_fwd))
+        min_entropy = float(cfg.get("mode_collapse_entropy", MODE_COLLAPSE_ENTROPY))
         for i, d in enumerate(self.run_dirs):
             row = {"step": step}
             s = samples[i] if self.sweep else samples
             scores = metrics_lib.evaluate_samples(s, cfg.data.name, data_dir=cfg.data.data_dir or None)
             _flatten("eval", scores, row)
-            if energy_lib is not None:
+            if "class_entropy" in scores:
+                collapsed = bool(scores["class_entropy"] < min_entropy)
+                row["mode_collapse"] = collapsed
+                if collapsed:
+                    log.warning(
+                        "step %d%s: mode collapse: class entropy of the samples %.3f nats < %.3f "
+                        "(config.mode_collapse_entropy); class histogram %s", step,
+                        f" seed {self.seeds[i]}" if self.sweep else "", scores["class_entropy"], min_entropy,
+                        scores.get("class_histogram"),
+                    )
+            if energy_lib is not None and layers:
                 aux_i = jax.tree_util.tree_map(lambda a: np.asarray(a)[i], layers) if self.sweep else layers
                 _flatten("energy", energy_lib.energy_report(aux_i), row)
             self.last_rows[i] = {**self.last_rows[i], **row}
             if self.writers:
                 self.writers[i].write(row)
             log.info("step %d eval%s: %s", step, f" seed {self.seeds[i]}" if self.sweep else "",
-                     {k: v for k, v in row.items() if k in ("eval/fid", "eval/inception_score")})
+                     {k: v for k, v in row.items() if k in ("eval/fid", "eval/inception_score", "eval/class_entropy")})
 
     def should_stop(self, stop: _SignalCatcher, done: int) -> bool:
         """Whether to checkpoint and stop after update ``done``.
@@ -605,9 +750,9 @@ class _Runner:
                     if is_ckpt:
                         self.save(done, state)
                     if is_grid:
-                        self.write_grids(done, state.params)
+                        self.write_grids(done, state)
                     if is_eval:
-                        self.evaluate(done, state.params)
+                        self.evaluate(done, state)
                     if bar is not None:
                         bar.update(1)
                     if stopping:
@@ -625,6 +770,9 @@ class _Runner:
 def load_trained(workdir: str):
     """``(config, objective, params, image_shape)`` of the newest readable checkpoint in ``workdir``.
 
+    ``params`` are what ``objective.generate`` takes: the VAE's parameters,
+    the GAN's generator EMA.
+
     Raises:
       FileNotFoundError: ``workdir`` has no ``config.json`` or no readable checkpoint.
     """
@@ -641,10 +789,10 @@ def load_trained(workdir: str):
         saved.pop(extra, None)
     config = ml_collections.ConfigDict(saved)
     objective = make_objective(config, image_shape)
-    optimizer = make_optimizer(config.optimizer)
+    program = make_program(config, objective)
     example = {"image": jnp.zeros((2,) + image_shape, jnp.float32), "label": jnp.zeros((2,), jnp.int32)}
     key = state_lib.seed_streams(int(config.seed)).init_key
-    abstract = jax.eval_shape(lambda k: state_lib.create_train_state(objective.init(k, example), optimizer), key)
+    abstract = jax.eval_shape(lambda k: program.init_state(k, example), key)
     sharding = NamedSharding(make_mesh(1 if jax.process_count() == 1 else 0), P())
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(ckpt_dir):
@@ -654,7 +802,7 @@ def load_trained(workdir: str):
         for step in reversed(ckpt.all_steps()):
             state = ckpt.try_restore(step, _abstract(abstract, sharding))
             if state is not None:
-                return config, objective, state.params, image_shape
+                return config, objective, program.sample_params(state), image_shape
     finally:
         ckpt.close()
     raise FileNotFoundError(f"--workdir={workdir!r} has no readable checkpoint in {ckpt_dir}")

@@ -1,11 +1,24 @@
 """Pure training steps and the objectives they optimise.
 
-An *objective* bundles the pure functions one model family needs:
-``init(key, batch) -> params``, ``loss(params, batch, key) -> (loss, terms)``,
-``generate(params, key, num) -> images`` and ``reconstruct(params, images,
-key) -> images``. :func:`make_train_step` is objective-agnostic: it only
-calls ``loss``. Objective factories live here side by side
-(:func:`make_vae_objective`; a GAN objective goes next to it).
+An *objective* bundles the pure functions one model family needs. There are
+two kinds:
+
+* a **loss objective** (the VAE) gives ``init(key, batch) -> params`` and
+  ``loss(params, batch, key) -> (loss, terms)``; :func:`make_train_step`
+  turns it into a step over :class:`~jaxspike.train.state.TrainState` with one
+  optimiser;
+* a **state objective** (the GAN: two networks, two optimisers, an EMA)
+  brings its own ``init_state(key, batch) -> state``, pure ``step(state,
+  batch, key) -> (state, metrics)`` with the per-step key already derived,
+  and ``sample_params(state) -> params`` (what ``generate`` takes, e.g. the
+  generator EMA). The state must have an ``int32 []`` field ``step``.
+
+Both also give ``generate(params, key, num) -> images`` and
+``forward_aux(params, images, key) -> layer counts`` (energy report);
+``reconstruct`` is ``None`` for models without an encoder.
+:func:`make_program` reduces either kind to the same
+``(init_state, step(state, batch, run_key), sample_params)`` triple, which is
+all the loop sees.
 
 Everything in this module is pure and jit-able; placement, files and logging
 live in :mod:`jaxspike.train.loop`.
@@ -19,14 +32,24 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxspike import gan_objective
 from jaxspike.models import vae as vae_lib
-from jaxspike.train.state import TrainState
+from jaxspike.train.state import TrainState, create_train_state
 
 Array = jax.Array
 Batch = dict[str, Array]
 LossFn = Callable[[Any, Batch, Array], tuple[Array, dict]]
 
-__all__ = ["Objective", "make_train_step", "make_sweep_step", "make_vae_objective", "summarize_terms"]
+__all__ = [
+    "Objective",
+    "Program",
+    "make_program",
+    "make_train_step",
+    "make_sweep_step",
+    "make_vae_objective",
+    "make_gan_objective",
+    "summarize_terms",
+]
 
 
 class Objective(NamedTuple):
@@ -39,18 +62,66 @@ class Objective(NamedTuple):
         per-example counts ``[B]``) and ``"q"`` / ``"z"`` (latent probabilities
         and spikes ``[T, B, L]``).
       generate: ``(params, key, num) -> images [num, H, W, C]`` in [0, 1].
-      reconstruct: ``(params, images [B, H, W, C], key) -> images`` in [0, 1].
+      reconstruct: ``(params, images [B, H, W, C], key) -> images`` in [0, 1],
+        or ``None`` (no encoder: no reconstruction grids).
       forward_aux: ``(params, images, key) -> aux["layers"]`` of one forward
-        pass, for the energy report.
+        pass, for the energy report (``{}``: no report).
       name: objective name.
+      init_state: state objectives only: ``(key, batch) -> state``.
+      step: state objectives only: pure ``(state, batch, key) -> (state,
+        metrics)``; ``key`` is the per-step key.
+      sample_params: state objectives only: ``state -> params`` of ``generate``.
+      check_first: metric names the non-finite check reports first (the
+        primary losses).
     """
 
-    init: Callable[[Array, Batch], Any]
-    loss: LossFn
+    init: Callable[[Array, Batch], Any] | None
+    loss: LossFn | None
     generate: Callable[[Any, Array, int], Array]
-    reconstruct: Callable[[Any, Array, Array], Array]
+    reconstruct: Callable[[Any, Array, Array], Array] | None
     forward_aux: Callable[[Any, Array, Array], dict]
     name: str = "objective"
+    init_state: Callable[[Array, Batch], Any] | None = None
+    step: Callable[[Any, Batch, Array], tuple[Any, dict]] | None = None
+    sample_params: Callable[[Any], Any] | None = None
+    check_first: tuple[str, ...] = ("loss",)
+
+
+class Program(NamedTuple):
+    """What the loop runs: the same three functions for every objective.
+
+    Attributes:
+      init_state: ``(key, batch) -> state`` (a pytree with an ``int32 []`` ``step``).
+      step: ``(state, batch, run_key) -> (state, metrics)``; the per-step key
+        is ``fold_in(run_key, state.step)``. Jit once with ``donate_argnums=(0,)``.
+      sample_params: ``state -> params`` handed to ``objective.generate``.
+    """
+
+    init_state: Callable[[Array, Batch], Any]
+    step: Callable[[Any, Batch, Array], tuple[Any, dict]]
+    sample_params: Callable[[Any], Any]
+
+
+def make_program(objective: Objective, optimizer: optax.GradientTransformation | None = None) -> Program:
+    """The :class:`Program` of an objective.
+
+    A loss objective needs ``optimizer`` (its state is a :class:`TrainState`);
+    a state objective brings its own optimisers and ignores it.
+    """
+    if objective.step is None:
+        if optimizer is None:
+            raise ValueError(f"objective {objective.name!r} optimises a loss: make_program needs an optimizer")
+
+        def init_state(key, batch):
+            return create_train_state(objective.init(key, batch), optimizer)
+
+        return Program(init_state, make_train_step(objective.loss, optimizer), lambda state: state.params)
+    own_step = objective.step
+
+    def step(state, batch: Batch, run_key: Array):
+        return own_step(state, batch, jax.random.fold_in(run_key, state.step))
+
+    return Program(objective.init_state, step, objective.sample_params)
 
 
 def summarize_terms(terms: dict) -> dict[str, Array]:
@@ -147,3 +218,49 @@ def make_vae_objective(model: vae_lib.SpikingVAE, **loss_kwargs) -> Objective:
         return aux["layers"]
 
     return Objective(init, loss, generate, reconstruct, forward_aux, name="vae")
+
+
+def make_gan_objective(
+    generator,
+    discriminator,
+    g_tx: optax.GradientTransformation,
+    d_tx: optax.GradientTransformation,
+    *,
+    analog_macs: float | None = None,
+    **step_kwargs,
+) -> Objective:
+    """A GAN as a state objective (:func:`jaxspike.gan_objective.make_gan_step`).
+
+    The state is a :class:`~jaxspike.gan_objective.GANState`; samples come
+    from the generator EMA (``sample_params = state.g_ema``).
+
+    Args:
+      generator: a ``SpikingGenerator`` or ``AnalogGenerator``.
+      discriminator: a ``SpikingDiscriminator`` or ``AnalogDiscriminator``.
+      g_tx, d_tx: the generator's and discriminator's optimisers.
+      analog_macs: per-sample multiply-accumulates of an analog generator;
+        its energy report then counts them (an analog generator has no
+        spike counts).
+      **step_kwargs: ``loss``, ``r1_gamma``, ``gp_weight``, ``ema_decay``.
+    """
+    gan_step = gan_objective.make_gan_step(generator, discriminator, g_tx, d_tx, **step_kwargs)
+
+    def init_state(key: Array, batch: Batch):
+        return gan_objective.init_gan_state(generator, discriminator, key, batch["image"], g_tx, d_tx)
+
+    def generate(params, key: Array, num: int):
+        images, _ = generator.apply({"params": params}, key, num, method="generate")
+        return images
+
+    def forward_aux(params, images: Array, key: Array):
+        # The generator's own forward pass; ``images`` only fixes the batch size.
+        _, aux = generator.apply({"params": params}, key, images.shape[0], method="generate")
+        if analog_macs is not None:
+            aux = {"generator": {"macs": jnp.full((images.shape[0],), analog_macs, jnp.float32)}}
+        return aux
+
+    return Objective(
+        init=None, loss=None, generate=generate, reconstruct=None, forward_aux=forward_aux, name="gan",
+        init_state=init_state, step=gan_step, sample_params=lambda state: state.g_ema,
+        check_first=("d_loss", "g_loss"),
+    )

@@ -1,0 +1,165 @@
+"""The GAN families through the training system: train, resume, sample, evaluate.
+
+All runs use ``launch/configs/gan.py:smoke`` (T=2, widths 16, batch 8, 4 steps).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxspike import gan_objective
+from jaxspike import metrics as metrics_lib
+from jaxspike import train
+from jaxspike.train import io
+from launch.configs import gan as gan_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke(variant="smoke", **overrides):
+    config = gan_config.get_config(variant)
+    config.num_devices = 1
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def rows(run_dir):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")}
+            for r in io.read_metrics(os.path.join(run_dir, "metrics.jsonl"))]
+
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("gan_smoke"))
+    return workdir, train.train(smoke(), workdir)
+
+
+def test_spiking_gan_trains_end_to_end(gan_run):
+    workdir, result = gan_run
+    assert result.step == 4 and result.num_compiles == 1
+    assert isinstance(result.state, gan_objective.GANState) and int(result.state.step) == 4
+    logged = rows(workdir)
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    for name in ("d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm", "rate/g0", "rate/d0"):
+        assert all(np.isfinite(r[name]) for r in logged), name
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+    assert os.path.getsize(os.path.join(workdir, "samples_4.png")) > 0
+    assert not os.path.exists(os.path.join(workdir, "recons_4.png"))  # a GAN has no encoder
+    saved = io.read_json(os.path.join(workdir, "config.json"))
+    assert saved["model"]["name"] == "gan" and saved["loss"]["name"] == "ns"
+
+
+def test_gan_resume_equals_uninterrupted(gan_run, tmp_path):
+    workdir, result = gan_run
+    train.train(smoke(total_steps=2), str(tmp_path))
+    resumed = train.train(smoke(), str(tmp_path))  # restores step 2: G, D, both Adam states, EMA
+    assert resumed.step == 4
+    assert rows(str(tmp_path)) == rows(workdir)
+    for a, b in zip(leaves(result.state), leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sample_writes_ema_generator_images(gan_run, tmp_path):
+    workdir, result = gan_run
+    out = str(tmp_path / "s.npy")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-m", "launch.sample", f"--workdir={workdir}", "--num=6", f"--out={out}",
+                           "--seed=1", "--chunk=4"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    samples = np.load(out)
+    assert samples.shape == (6, 28, 28, 1) and samples.dtype == np.float32
+    assert samples.min() >= 0.0 and samples.max() <= 1.0
+    # They come from the generator EMA, not the raw generator weights.
+    _, objective, params, _ = train.load_trained(workdir)
+    for a, b in zip(leaves(params), leaves(result.state.g_ema)):
+        np.testing.assert_array_equal(a, b)
+    first = np.asarray(objective.generate(params, jax.random.fold_in(jax.random.key(1), 0), 4))
+    np.testing.assert_allclose(samples[:4], first, rtol=1e-5, atol=1e-6)
+
+
+def test_mode_collapse_is_flagged(tmp_path, monkeypatch, caplog):
+    """A generator whose samples all fall in one class: entropy 0 < 1.5 nats."""
+    seen = []
+    real_entropy = metrics_lib.class_entropy
+
+    def one_class(samples, dataset, **kwargs):  # the real scores, from a one-class histogram
+        seen.append(samples.shape)
+        probs = np.zeros((len(samples), 10))
+        probs[:, 3] = 1.0
+        return {"fid": 99.0, "class_entropy": real_entropy(probs),
+                "class_histogram": list(metrics_lib.class_histogram(probs, 10))}
+
+    monkeypatch.setattr(metrics_lib, "evaluate_samples", one_class)
+    with caplog.at_level(logging.WARNING, logger="jaxspike.train"):
+        train.train(smoke(total_steps=2, eval_every=2, eval_num_samples=12, num_grid=0), str(tmp_path))
+    assert seen == [(12, 28, 28, 1)]
+    evals = [r for r in io.read_metrics(str(tmp_path / "metrics.jsonl")) if "eval/class_entropy" in r]
+    assert len(evals) == 1 and evals[0]["eval/class_entropy"] == 0.0 and evals[0]["mode_collapse"] is True
+    assert evals[0]["energy/energy_pj"] > 0 and "energy/layers/g0/synops" in evals[0]  # the generator's spikes
+    assert any("mode collapse" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+@pytest.mark.parametrize("variant", ["analog+smoke", "hybrid+smoke"])
+def test_analog_and_hybrid_gans_train(tmp_path, monkeypatch, variant):
+    monkeypatch.setattr(metrics_lib, "evaluate_samples", lambda s, d, **kw: {"class_entropy": 2.0})
+    config = smoke(variant, total_steps=2, num_grid=0, eval_every=2, eval_num_samples=10)
+    result = train.train(config, str(tmp_path))
+    logged = rows(str(tmp_path))
+    assert result.step == 2 and all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in logged[:2])
+    assert logged[-1]["mode_collapse"] is False  # 2.0 nats >= 1.5
+    if variant.startswith("analog"):
+        assert config.model.name == "analog_gan"
+        # The analog generator's energy is its multiply-accumulates (dense 8->16->784).
+        assert logged[-1]["energy/macs"] == 8 * 16 + 16 * 784
+
+
+def test_gan_seed_sweep_matches_single_runs(gan_run, tmp_path):
+    ref_dir, ref = gan_run
+    sweep = train.train(smoke(seeds="0,1", num_grid=0), str(tmp_path / "sweep"))
+    assert sweep.num_compiles == 1
+    a, b = rows(sweep.run_dirs[0]), rows(ref_dir)
+    for ra, rb in zip(a, b):
+        for k in ra:
+            np.testing.assert_allclose(ra[k], rb[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    assert rows(sweep.run_dirs[0])[0]["d_loss"] != rows(sweep.run_dirs[1])[0]["d_loss"]
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("model.disc", "quantum", r"config.model.disc='quantum'"),
+        ("loss.name", "lsgan", r"config.loss.name='lsgan'"),
+        ("optimizer.d_learning_rate", 0.0, r"config.optimizer.d_learning_rate=0.0"),
+        ("model.generator.readout", "phase", r"config.model.generator.readout='phase'"),
+        ("loss.ema_decay", 1.0, r"config.loss.ema_decay=1.0"),
+    ],
+)
+def test_bad_gan_config_gives_clear_error(tmp_path, field, value, message):
+    with pytest.raises(train.ConfigError, match=message):
+        train.train(smoke(**{field: value}), str(tmp_path))
+
+
+def test_unknown_variant():
+    with pytest.raises(ValueError, match="unknown config variant 'tiny'"):
+        gan_config.get_config("tiny")
+    for v in gan_config.VARIANTS:
+        gan_config.get_config(v)
