@@ -640,7 +640,10 @@ class _Runner:
         n = int(self.config.num_grid)
         k_gen, k_rec = jax.random.split(self.eval_key)
         samples = np.asarray(jax.device_get(self.generate(params, k_gen, n)))
-        originals = self.test_ds.images[:n]
+        # Evenly spaced test images: splits may be sorted by class (mnist5k is), and the
+        # first n would all be zeros.
+        spread = np.linspace(0, len(self.test_ds.images) - 1, n).astype(int) if n else np.zeros(0, int)
+        originals = self.test_ds.images[spread]
         recons = None
         if self.reconstruct is not None:
             recons = np.asarray(jax.device_get(self.reconstruct(params, jnp.asarray(originals), k_rec)))
