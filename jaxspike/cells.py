@@ -114,6 +114,21 @@ def _learnable(
     return init_params
 
 
+def _integrate(beta, v_prev, current, thr, s_prev, reset: str, detach_reset: bool) -> Array:
+    """One membrane update with the chosen reset (see :func:`lif`).
+
+    The subtract form keeps snnTorch's operation order, ``beta v + I - thr s``,
+    so float32 results match it spike for spike.
+    """
+    if detach_reset:
+        s_prev = jax.lax.stop_gradient(s_prev)
+    if reset == "subtract":
+        return beta * v_prev + current - thr * s_prev
+    if reset == "zero":
+        return beta * (1.0 - s_prev) * v_prev + current
+    return beta * v_prev + current
+
+
 def _check_input(state_v: Array, x_t: Array) -> None:
     if x_t.shape != state_v.shape:
         raise ValueError(
@@ -179,13 +194,7 @@ def lif(
         _check_input(state.v, x_t)
         b = jnp.clip(params["beta"], 0.0, 1.0) if "beta" in params else beta
         thr = jnp.maximum(params["threshold"], min_threshold) if "threshold" in params else threshold
-        s_prev = jax.lax.stop_gradient(state.spikes) if detach_reset else state.spikes
-        if reset == "subtract":
-            v = b * state.v + x_t - thr * s_prev
-        elif reset == "zero":
-            v = b * (1.0 - s_prev) * state.v + x_t
-        else:
-            v = b * state.v + x_t
+        v = _integrate(b, state.v, x_t, thr, state.spikes, reset, detach_reset)
         spikes = spike_fn(v - thr)
         return LIFState(v=v, spikes=spikes), spikes
 
@@ -254,14 +263,8 @@ def synaptic_lif(
         a = jnp.clip(params["alpha"], 0.0, 1.0) if "alpha" in params else alpha
         b = jnp.clip(params["beta"], 0.0, 1.0) if "beta" in params else beta
         thr = jnp.maximum(params["threshold"], min_threshold) if "threshold" in params else threshold
-        s_prev = jax.lax.stop_gradient(state.spikes) if detach_reset else state.spikes
         syn = a * state.syn + x_t
-        if reset == "subtract":
-            v = b * state.v + syn - thr * s_prev
-        elif reset == "zero":
-            v = b * (1.0 - s_prev) * state.v + syn
-        else:
-            v = b * state.v + syn
+        v = _integrate(b, state.v, syn, thr, state.spikes, reset, detach_reset)
         spikes = spike_fn(v - thr)
         return SynapticState(syn=syn, v=v, spikes=spikes), spikes
 
