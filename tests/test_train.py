@@ -297,3 +297,18 @@ def test_periodic_evaluation_is_logged(tmp_path, monkeypatch):
     evals = [r for r in io.read_metrics(str(tmp_path / "metrics.jsonl")) if "eval/fid" in r]
     assert len(evals) == 1 and evals[0]["step"] == 2 and evals[0]["eval/fid"] == 1.5
     assert evals[0]["energy/energy_pj"] > 0 and "energy/layers/enc0/synops" in evals[0]
+
+
+def test_analog_twin_trains_through_the_same_loop(tmp_path):
+    config = smoke(**{"model.name": "analog_vae"})
+    result = train.train(config, str(tmp_path))
+    assert result.step == config.total_steps
+    rows = [json.loads(l) for l in open(os.path.join(str(tmp_path), "metrics.jsonl"))]
+    assert all(np.isfinite(r["loss"]) for r in rows) and "kl" in rows[-1]
+    _, objective, params, shape = train.load_trained(str(tmp_path))
+    images = objective.generate(params, jax.random.key(0), 3)
+    assert images.shape == (3,) + tuple(shape)
+    # Energy of the analog twin: 784->16, 16->(mu, logvar) 8+8, 8->16, 16->784, all MACs.
+    aux = objective.forward_aux(params, jnp.zeros((2,) + tuple(shape)), jax.random.key(1))
+    expected = 784 * 16 + 16 * 8 * 2 + 8 * 16 + 16 * 784
+    assert float(aux["analog"]["macs"][0]) == expected

@@ -322,14 +322,14 @@ class AnalogDiscriminator(nn.Module):
         return nn.Dense(1)(x)[:, 0], {}
 
 
-def analog_macs(module: nn.Module, params, example_input: Array) -> float:
+def analog_macs(module: nn.Module, params, example_input: Array, *args) -> float:
     """Multiply-accumulates of one forward pass of an analog module, per example.
 
-    Counted from the dot/convolution operations in its jaxpr (``2 * MAC =
-    FLOPs`` as reported by XLA's cost model is not used: it counts
-    elementwise ops too).
+    ``module.apply({"params": params}, example_input, *args)`` is traced (not
+    run) and the products of its dot/convolution operations are counted
+    (XLA's FLOP estimate is not used: it counts elementwise ops too).
     """
-    jaxpr = jax.make_jaxpr(lambda p, x: module.apply({"params": p}, x))(params, example_input)
+    jaxpr = jax.make_jaxpr(lambda p, x: module.apply({"params": p}, x, *args))(params, example_input)
     total = 0.0
     batch = example_input.shape[0]
 

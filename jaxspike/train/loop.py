@@ -74,7 +74,7 @@ __all__ = [
 # Config sections that must match for a work directory to be resumed.
 _RESUME_KEYS = ("data", "model", "loss", "optimizer", "batch_size", "seed", "seeds")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-MODELS = ("fc_vae", "gan", "analog_gan")
+MODELS = ("fc_vae", "analog_vae", "gan", "analog_gan")
 GAN_MODELS = ("gan", "analog_gan")
 DISCRIMINATORS = ("spiking", "analog")
 MODE_COLLAPSE_ENTROPY = 1.5  # nats; ln 10 = 2.30 is a uniform spread over 10 classes
@@ -275,6 +275,8 @@ def make_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ..
     m = config.model
     if m.name in GAN_MODELS:
         return _make_gan_objective(config, image_shape)
+    if m.name == "analog_vae":
+        return _make_analog_vae_objective(config, image_shape)
     if m.name != "fc_vae":
         raise ConfigError(f"config.model.name={m.name!r}: unknown model; supported: {', '.join(MODELS)}")
     known = set(vae_lib.SpikingVAE.__dataclass_fields__)
@@ -292,6 +294,26 @@ def make_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ..
         raise ConfigError(f"config.model: {err}") from None
     loss_kwargs = dict(config.loss) if "loss" in config else {}
     return steps_lib.make_vae_objective(model, **loss_kwargs)
+
+
+def _make_analog_vae_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:
+    """``analog_vae``: the spiking VAE's analog twin (ReLU, Gaussian latent).
+
+    It takes the architecture fields of ``config.model`` (``arch``, ``latent``,
+    ``encoder``, ``decoder``, ``channels``) and ignores the spiking-only ones,
+    so ``--config.model.name=analog_vae`` turns any spiking VAE config into its
+    twin; ``config.loss.likelihood`` / ``kl_weight`` apply, free bits do not.
+    """
+    m = config.model
+    fields = ("arch", "latent", "encoder", "decoder", "channels")
+    kwargs = {f: (tuple(m[f]) if isinstance(m[f], (list, tuple)) else m[f]) for f in fields if f in m}
+    try:
+        model = vae_lib.AnalogVAE(image_shape=tuple(int(d) for d in image_shape), **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config.model: {err}") from None
+    loss_kwargs = {k: v for k, v in (dict(config.loss) if "loss" in config else {}).items()
+                   if k in ("likelihood", "sigma", "kl_weight")}
+    return steps_lib.make_vae_objective(model, loss_fn=vae_lib.analog_elbo_loss, **loss_kwargs)
 
 
 def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:

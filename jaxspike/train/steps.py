@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxspike import gan_objective
+from jaxspike.models import gan as gan_lib
 from jaxspike.models import vae as vae_lib
 from jaxspike.train.state import TrainState, create_train_state
 
@@ -181,20 +182,23 @@ def make_sweep_step(step):
     return jax.vmap(step, in_axes=(0, 0, 0))
 
 
-def make_vae_objective(model: vae_lib.SpikingVAE, **loss_kwargs) -> Objective:
-    """The negative-ELBO objective of a spiking VAE (:func:`jaxspike.models.vae.elbo_loss`).
+def make_vae_objective(model, loss_fn=None, **loss_kwargs) -> Objective:
+    """The negative-ELBO objective of a VAE (spiking: :func:`jaxspike.models.vae.elbo_loss`).
 
     Args:
       model: the VAE module (its ``image_shape`` fixes the data shape).
-      **loss_kwargs: passed to ``elbo_loss`` (``likelihood``, ``kl_weight``, ...).
+      loss_fn: ``elbo_loss`` (default) or ``analog_elbo_loss`` for the analog twin.
+      **loss_kwargs: passed to the loss (``likelihood``, ``kl_weight``, ...).
     """
+    loss_fn = loss_fn or vae_lib.elbo_loss
+    analog = isinstance(model, vae_lib.AnalogVAE)
 
     def init(key: Array, batch: Batch):
         k_params, k_fwd = jax.random.split(key)
         return model.init(k_params, batch["image"], k_fwd)["params"]
 
     def loss(params, batch: Batch, key: Array):
-        value, terms = vae_lib.elbo_loss(model, params, batch["image"], key, **loss_kwargs)
+        value, terms = loss_fn(model, params, batch["image"], key, **loss_kwargs)
         aux = terms["aux"]
         # Non-spiking readouts have firing rate 0 by construction: log only
         # the layers that spike.
@@ -214,10 +218,15 @@ def make_vae_objective(model: vae_lib.SpikingVAE, **loss_kwargs) -> Objective:
         return model.apply({"params": params}, images, key, method="reconstruct")
 
     def forward_aux(params, images: Array, key: Array):
+        if analog:
+            # One pass of the analog twin: every input of every layer is a MAC.
+            macs = gan_lib.analog_macs(model, params, images, key)
+            zero = jnp.zeros((images.shape[0],))
+            return {"analog": {"spike_count": zero, "firing_rate": zero, "synops": zero, "macs": zero + macs}}
         _, aux = model.apply({"params": params}, images, key, train=False)
         return aux["layers"]
 
-    return Objective(init, loss, generate, reconstruct, forward_aux, name="vae")
+    return Objective(init, loss, generate, reconstruct, forward_aux, name="analog_vae" if analog else "vae")
 
 
 def make_gan_objective(

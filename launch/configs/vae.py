@@ -27,7 +27,9 @@ the latent. Free bits (``loss.free_bits=0.5``) and the arctan surrogate fix
 it (1,000-step probes: recon 204 -> 145 with free bits and slope 5, 137-145
 with arctan).
 
-Variants: ``launch/configs/vae.py:smoke`` shrinks everything (T=2, widths
+Variants: ``launch/configs/vae.py:analog`` is the analog twin (ReLU units,
+Gaussian latent, same widths and loop; ``--config.model.name=analog_vae`` does
+the same to any variant). ``launch/configs/vae.py:smoke`` shrinks everything (T=2, widths
 16, 4 steps, batch 8) so tests run this exact code path in seconds.
 Any field can be overridden: ``--config.model.latent=64``.
 """
@@ -95,7 +97,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_seed = 0  # noise of sample grids and evaluation (fixed across steps)
     config.progress = True
 
-    if arg == "smoke":
+    if arg == "analog":
+        # The analog twin: same widths, ReLU units, Gaussian latent, same loop.
+        config.model.name = "analog_vae"
+    elif arg == "smoke":
         config.model.num_steps = 2
         config.model.latent = 8
         config.model.encoder = (16,)
@@ -110,5 +115,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.eval_every = 0  # evaluation trains a classifier on first use: not in smoke runs
         config.progress = False
     elif arg not in (None, ""):
-        raise ValueError(f"unknown config variant {arg!r}; use launch/configs/vae.py or launch/configs/vae.py:smoke")
+        raise ValueError(f"unknown config variant {arg!r}; use launch/configs/vae.py, :analog or :smoke")
     return config
