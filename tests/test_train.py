@@ -312,3 +312,20 @@ def test_analog_twin_trains_through_the_same_loop(tmp_path):
     aux = objective.forward_aux(params, jnp.zeros((2,) + tuple(shape)), jax.random.key(1))
     expected = 784 * 16 + 16 * 8 * 2 + 8 * 16 + 16 * 784
     assert float(aux["analog"]["macs"][0]) == expected
+
+
+def test_relaxed_temperature_follows_its_schedule():
+    assert float(steps.annealed(1.0, 0.25, 100, 0)) == pytest.approx(1.0)
+    assert float(steps.annealed(1.0, 0.25, 100, 50)) == pytest.approx(0.5)
+    assert float(steps.annealed(1.0, 0.25, 100, 1000)) == pytest.approx(0.25)
+    # The schedule reaches the loss: a relaxed latent at a lower temperature is closer to binary.
+    config = smoke(**{"model.estimator": "relaxed"})
+    objective = loop.make_objective(config, (28, 28, 1))
+    params = objective.init(jax.random.key(0), {"image": jnp.zeros((4, 28, 28, 1))})
+    batch = {"image": jnp.full((4, 28, 28, 1), 0.5)}
+    hardness = []
+    for step in (0, 10_000):
+        _, terms = objective.loss(params, {**batch, "step": jnp.asarray(step)}, jax.random.key(1))
+        z = terms["aux"]["z"]
+        hardness.append(float(jnp.mean(jnp.abs(z - 0.5))))
+    assert hardness[1] > hardness[0]

@@ -293,7 +293,14 @@ def make_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ..
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config.model: {err}") from None
     loss_kwargs = dict(config.loss) if "loss" in config else {}
-    return steps_lib.make_vae_objective(model, **loss_kwargs)
+    schedule = None
+    if "temperature_start" in loss_kwargs:
+        schedule = (float(loss_kwargs.pop("temperature_start")), float(loss_kwargs.pop("temperature_end")),
+                    int(loss_kwargs.pop("temperature_steps")))
+        if not (schedule[0] > 0 and schedule[1] > 0 and schedule[2] >= 1):
+            raise ConfigError(f"config.loss.temperature_start/end/steps={schedule}: temperatures must be > 0, steps >= 1")
+    warmup = int(loss_kwargs.pop("kl_warmup_steps", 0))
+    return steps_lib.make_vae_objective(model, temperature_schedule=schedule, kl_warmup_steps=warmup, **loss_kwargs)
 
 
 def _make_analog_vae_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:

@@ -166,7 +166,10 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
 
     def step(state: TrainState, batch: Batch, run_key: Array):
         key = jax.random.fold_in(run_key, state.step)
-        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+        # The step number rides along with the batch for losses with schedules
+        # (relaxed-latent temperature, KL warm-up); losses that don't need it ignore it.
+        inputs = {**batch, "step": state.step}
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, inputs, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = summarize_terms(terms)
@@ -182,23 +185,54 @@ def make_sweep_step(step):
     return jax.vmap(step, in_axes=(0, 0, 0))
 
 
-def make_vae_objective(model, loss_fn=None, **loss_kwargs) -> Objective:
+def annealed(start: float, end: float, steps: int, step) -> Array:
+    """Geometric schedule from ``start`` to ``end`` over ``steps`` updates, then ``end``.
+
+    ``start * (end / start) ** min(step / steps, 1)`` (the exponential
+    temperature annealing of Jang et al. 2017).
+    """
+    frac = jnp.clip(jnp.asarray(step, jnp.float32) / max(int(steps), 1), 0.0, 1.0)
+    return start * (end / start) ** frac
+
+
+def make_vae_objective(
+    model,
+    loss_fn=None,
+    *,
+    temperature_schedule: tuple[float, float, int] | None = None,
+    kl_warmup_steps: int = 0,
+    **loss_kwargs,
+) -> Objective:
     """The negative-ELBO objective of a VAE (spiking: :func:`jaxspike.models.vae.elbo_loss`).
 
     Args:
       model: the VAE module (its ``image_shape`` fixes the data shape).
       loss_fn: ``elbo_loss`` (default) or ``analog_elbo_loss`` for the analog twin.
+      temperature_schedule: ``(start, end, steps)`` of the relaxed estimator's
+        temperature, annealed geometrically with the update number.
+      kl_warmup_steps: the KL weight ramps linearly from 0 over this many updates.
       **loss_kwargs: passed to the loss (``likelihood``, ``kl_weight``, ...).
     """
     loss_fn = loss_fn or vae_lib.elbo_loss
     analog = isinstance(model, vae_lib.AnalogVAE)
+
+    def scheduled(step) -> dict:
+        kwargs = dict(loss_kwargs)
+        if step is None:
+            return kwargs
+        if temperature_schedule is not None and not analog:
+            kwargs["temperature"] = annealed(*temperature_schedule, step)
+        if kl_warmup_steps:
+            ramp = jnp.clip(jnp.asarray(step, jnp.float32) / kl_warmup_steps, 0.0, 1.0)
+            kwargs["kl_weight"] = kwargs.get("kl_weight", 1.0) * ramp
+        return kwargs
 
     def init(key: Array, batch: Batch):
         k_params, k_fwd = jax.random.split(key)
         return model.init(k_params, batch["image"], k_fwd)["params"]
 
     def loss(params, batch: Batch, key: Array):
-        value, terms = loss_fn(model, params, batch["image"], key, **loss_kwargs)
+        value, terms = loss_fn(model, params, batch["image"], key, **scheduled(batch.get("step")))
         aux = terms["aux"]
         # Non-spiking readouts have firing rate 0 by construction: log only
         # the layers that spike.

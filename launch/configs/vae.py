@@ -82,6 +82,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.kl_weight = 1.0
     # Free bits (nats per latent unit, summed over time) against posterior collapse.
     config.loss.free_bits = 0.5
+    # Temperature of the relaxed (Gumbel-sigmoid) estimator, annealed geometrically
+    # with the update number (used only by model.estimator="relaxed").
+    config.loss.temperature_start = 1.0
+    config.loss.temperature_end = 0.3
+    config.loss.temperature_steps = 2000
+    config.loss.kl_warmup_steps = 0  # linear KL warm-up; 0 = off
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"
