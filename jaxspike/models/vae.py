@@ -472,11 +472,14 @@ class AnalogVAE(nn.Module):
     encoder: Sequence[int] = (512, 256)
     decoder: Sequence[int] = (256, 512)
     channels: Sequence[int] = (32, 64)
+    latent_kind: str = "gaussian"
+    prior_p: float = 0.5
 
     def setup(self):
         if self.latent < 1:
             raise ValueError(f"latent size must be >= 1, got {self.latent}")
         _check_choice("arch", self.arch, ARCHS)
+        _check_choice("latent_kind", self.latent_kind, ("gaussian", "bernoulli"))
         h, w, c = self.image_shape
         if self.arch == "mlp":
             self.enc_layers = [nn.Dense(n) for n in self.encoder]
@@ -515,11 +518,21 @@ class AnalogVAE(nn.Module):
     def __call__(self, images: Array, key: Array, *, train: bool = True, temperature: float = 1.0):
         del temperature  # same signature as SpikingVAE
         mu, logvar = self.encode(images)
+        if self.latent_kind == "bernoulli":
+            # Binary latent (straight-through), so a converted decoder can read it as spikes.
+            q = jax.nn.sigmoid(mu)
+            z = noise.straight_through_bernoulli(key, q)
+            return self.decode(z), {"q": q, "z": z, "layers": {}}
         z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape) if train else mu
         return self.decode(z), {"mu": mu, "logvar": logvar, "z": z, "layers": {}}
 
+    def sample_prior(self, key: Array, num: int) -> Array:
+        if self.latent_kind == "bernoulli":
+            return jax.random.bernoulli(key, self.prior_p, (num, self.latent)).astype(jnp.float32)
+        return jax.random.normal(key, (num, self.latent))
+
     def generate(self, key: Array, num: int):
-        z = jax.random.normal(key, (num, self.latent))
+        z = self.sample_prior(key, num)
         return jax.nn.sigmoid(self.decode(z)).reshape((num,) + tuple(self.image_shape)), {}
 
     def reconstruct(self, images: Array, key: Array):
@@ -542,7 +555,10 @@ def analog_elbo_loss(
     """Negative ELBO of the analog twin, Gaussian KL in closed form."""
     logits, aux = model.apply({"params": params}, images, key, train=train)
     recon = _likelihood_nll(logits, images, likelihood, sigma)
-    mu, logvar = aux["mu"], aux["logvar"]
-    kl = 0.5 * jnp.sum(jnp.exp(logvar) + mu**2 - 1.0 - logvar, axis=1)
+    if model.latent_kind == "bernoulli":
+        kl = losses.bernoulli_kl(aux["q"], model.prior_p)
+    else:
+        mu, logvar = aux["mu"], aux["logvar"]
+        kl = 0.5 * jnp.sum(jnp.exp(logvar) + mu**2 - 1.0 - logvar, axis=1)
     loss = jnp.mean(recon + kl_weight * kl)
     return loss, {"loss": loss, "recon": jnp.mean(recon), "kl": jnp.mean(kl), "elbo": -jnp.mean(recon + kl), "aux": aux}

@@ -312,7 +312,7 @@ def _make_analog_vae_objective(config: ml_collections.ConfigDict, image_shape: t
     twin; ``config.loss.likelihood`` / ``kl_weight`` apply, free bits do not.
     """
     m = config.model
-    fields = ("arch", "latent", "encoder", "decoder", "channels")
+    fields = ("arch", "latent", "encoder", "decoder", "channels", "latent_kind", "prior_p")
     kwargs = {f: (tuple(m[f]) if isinstance(m[f], (list, tuple)) else m[f]) for f in fields if f in m}
     try:
         model = vae_lib.AnalogVAE(image_shape=tuple(int(d) for d in image_shape), **kwargs)

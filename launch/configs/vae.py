@@ -113,6 +113,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg == "analog":
         # The analog twin: same widths, ReLU units, Gaussian latent, same loop.
         config.model.name = "analog_vae"
+        # "gaussian" (the usual VAE) or "bernoulli": a binary latent whose decoder converts
+        # to a spiking network reading the latent as tonic spike trains (launch.convert).
+        config.model.latent_kind = "gaussian"
     elif arg == "smoke":
         config.model.num_steps = 2
         config.model.latent = 8
