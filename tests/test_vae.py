@@ -154,3 +154,15 @@ def test_free_bits_clamp_per_unit_kl_and_leave_the_elbo_alone():
     # and the KL then passes no gradient to the encoder's latent readout
     g = jax.grad(lambda p: vae.elbo_loss(model, p, x, key, free_bits=1e3, likelihood="gaussian", sigma=1e9)[0])(params)
     assert float(jnp.max(jnp.abs(g["to_latent"]["kernel"]))) < 1e-6
+
+
+def test_analog_twin_with_binary_latent():
+    model = vae.AnalogVAE(latent=8, encoder=(32,), decoder=(32,), latent_kind="bernoulli")
+    x = _images()
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    loss, terms = vae.analog_elbo_loss(model, params, x, jax.random.key(2))
+    assert np.isfinite(float(loss)) and float(terms["kl"]) >= 0
+    _, aux = model.apply({"params": params}, x, jax.random.key(3))
+    assert set(np.unique(np.asarray(aux["z"]))) <= {0.0, 1.0}
+    z = model.sample_prior(jax.random.key(4), 4000)
+    assert abs(float(z.mean()) - 0.5) < 0.02
