@@ -53,6 +53,15 @@ CODINGS = ("rate", "latency")
 ARCHS = ("mlp", "conv")
 
 
+def _lif(module) -> cells.Cell:
+    """The LIF cell of a generator or discriminator from its neuron fields."""
+    learn = module.learn_neuron
+    return cells.lif(
+        module.beta, module.threshold, surrogates.fast_sigmoid(module.slope),
+        learn_beta=learn, learn_threshold=learn, per_neuron=learn,
+    )
+
+
 def _check_choice(name, value, options):
     if value not in options:
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
@@ -127,10 +136,7 @@ class SpikingGenerator(nn.Module):
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("readout", self.readout, READOUTS)
         h, w, c = self.image_shape
-        cell = cells.lif(
-            self.beta, self.threshold, surrogates.fast_sigmoid(self.slope),
-            learn_beta=self.learn_neuron, learn_threshold=self.learn_neuron, per_neuron=self.learn_neuron,
-        )
+        cell = _lif(self)
         drive = nn.initializers.constant(0.5 * self.threshold)
         if self.arch == "mlp":
             self.hidden_layers = [layers.SpikingDense(n, cell=cell, hoist=self.hoist) for n in self.hidden]
@@ -214,10 +220,7 @@ class SpikingDiscriminator(nn.Module):
         encoding.check_num_steps(self.num_steps)
         _check_choice("coding", self.coding, CODINGS)
         _check_choice("arch", self.arch, ARCHS)
-        cell = cells.lif(
-            self.beta, self.threshold, surrogates.fast_sigmoid(self.slope),
-            learn_beta=self.learn_neuron, learn_threshold=self.learn_neuron, per_neuron=self.learn_neuron,
-        )
+        cell = _lif(self)
         if self.arch == "mlp":
             self.feature_layers = [layers.SpikingDense(n, cell=cell, hoist=self.hoist) for n in self.hidden]
         else:
