@@ -112,3 +112,13 @@ def test_bad_configs():
         gan_objective.make_gan_step(G, gan.AnalogDiscriminator(), optax.sgd(1.0), optax.sgd(1.0), loss="lsgan")
     with pytest.raises(ValueError, match="coding"):
         gan.SpikingDiscriminator(coding="phase").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(1))
+
+
+def test_uniform_noise_rates_give_each_sample_its_own_code():
+    G = gan.SpikingGenerator(**{**TINY_G, "num_steps": 64}, noise_rates="uniform")
+    z = np.asarray(G.sample_noise(jax.random.key(0), 400))
+    rates = z.mean(axis=0)  # [400, Z] per-sample firing rates over 64 steps
+    # Spread across samples like U(0, 1) (std 0.289) rather than around one p (std ~0.06 at T = 64).
+    assert 0.25 < rates.std() < 0.33 and abs(rates.mean() - 0.5) < 0.03
+    fixed = np.asarray(gan.SpikingGenerator(**{**TINY_G, "num_steps": 64}).sample_noise(jax.random.key(0), 400))
+    assert fixed.mean(axis=0).std() < 0.08

@@ -121,6 +121,7 @@ class SpikingGenerator(nn.Module):
     hidden: Sequence[int] = (256, 512)
     channels: Sequence[int] = (64, 32)
     readout: str = "membrane"
+    noise_rates: str = "fixed"
     beta: float = 0.9
     threshold: float = 1.0
     slope: float = 25.0
@@ -129,6 +130,7 @@ class SpikingGenerator(nn.Module):
 
     def setup(self):
         encoding.check_num_steps(self.num_steps)
+        _check_choice("noise_rates", self.noise_rates, ("fixed", "uniform"))
         if self.noise_dim < 1:
             raise ValueError(f"noise_dim must be >= 1, got {self.noise_dim}")
         if not 0.0 < self.noise_p < 1.0:
@@ -161,9 +163,24 @@ class SpikingGenerator(nn.Module):
                 raise ValueError(f"the conv generator takes two channel widths (7x7 -> 14x14 -> 28x28), got {self.channels}")
 
     def sample_noise(self, key: Array, num: int, noise_p: Array | float | None = None) -> Array:
-        """Noise spike trains ``[T, num, Z]``; ``noise_p`` may be per unit ``[Z]`` (latent walks)."""
-        p = self.noise_p if noise_p is None else noise_p
-        return noise.bernoulli_process(key, p, (self.num_steps, num, self.noise_dim))
+        """Noise spike trains ``[T, num, Z]``.
+
+        ``noise_rates="fixed"``: every unit fires with probability ``noise_p``
+        each step. ``"uniform"``: each sample first draws its own firing
+        probabilities ``p ~ U(0, 1)^Z``, then fires ``Bernoulli(p)`` each step
+        (the probabilities are the latent code; with fixed ``p`` the rates a
+        LIF layer integrates over T steps concentrate near ``p`` and samples
+        hardly differ). ``noise_p`` given here (scalar, ``[Z]`` or ``[num, Z]``)
+        overrides both (latent walks).
+        """
+        k_p, k_s = jax.random.split(key)
+        if noise_p is not None:
+            p = noise_p
+        elif self.noise_rates == "uniform":
+            p = jax.random.uniform(k_p, (num, self.noise_dim))
+        else:
+            p = self.noise_p
+        return noise.bernoulli_process(k_s, p, (self.num_steps, num, self.noise_dim))
 
     def __call__(self, z: Array):
         """Noise spikes ``z [T, B, Z]`` -> images ``[B, H, W, C]`` in [0, 1] and layer aux."""

@@ -332,7 +332,8 @@ def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[in
     lif = dict(beta=m.beta, threshold=m.threshold, slope=m.slope)
     if m.name == "gan":
         generator = gan_lib.SpikingGenerator(
-            num_steps=m.num_steps, noise_dim=m.noise_dim, noise_p=m.noise_p, image_shape=image_shape, arch=g.arch,
+            num_steps=m.num_steps, noise_dim=m.noise_dim, noise_p=m.noise_p, noise_rates=m.get("noise_rates", "fixed"),
+            image_shape=image_shape, arch=g.arch,
             hidden=tuple(g.hidden), channels=tuple(g.channels), readout=g.readout, **lif,
         )
     else:

@@ -84,7 +84,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.disc = "spiking"  # "spiking" or "analog" (hybrid)
     config.model.num_steps = 8  # T
     config.model.noise_dim = 64  # Z, Bernoulli noise units
-    config.model.noise_p = 0.5  # noise firing probability per step
+    config.model.noise_p = 0.5  # noise firing probability per step (noise_rates="fixed")
+    config.model.noise_rates = "fixed"  # "uniform": per-sample rates p ~ U(0,1) (spiking G)
     config.model.noise = "gaussian"  # analog_gan only: "gaussian" | "uniform" | "binary"
     config.model.beta = 0.9  # LIF decay, shared by G and D
     config.model.threshold = 0.5
