@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import jax
 import numpy as np
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "analog_report",
     "analog_report_from_params",
     "compare",
+    "analog_macs",
 ]
 
 E_AC_PJ = 0.9  # Horowitz 2014, 45 nm, 32-bit float add
@@ -251,3 +253,44 @@ def compare(spiking_report: Mapping, analog_report_: Mapping) -> dict:
     ana = {k: float(analog_report_[k]) for k in keys}
     ratio = ana["energy_pj"] / spk["energy_pj"] if spk["energy_pj"] > 0 else float("inf")
     return {"spiking": spk, "analog": ana, "energy_ratio": ratio}
+
+
+def analog_macs(module, params, example_input, *args, **kwargs) -> float:
+    """Multiply-accumulates of one forward pass of an analog module, per example.
+
+    ``module.apply({"params": params}, example_input, *args, **kwargs)`` is
+    traced (not run; ``params`` may be ``jax.ShapeDtypeStruct`` leaves) and the
+    products of its dot/convolution operations are counted (XLA's FLOP estimate
+    is not used: it counts elementwise ops too). ``kwargs`` may pick a
+    ``method`` (e.g. a VAE's ``"decode"``).
+    """
+    jaxpr = jax.make_jaxpr(lambda p, x: module.apply({"params": p}, x, *args, **kwargs))(params, example_input)
+    total = 0.0
+    batch = example_input.shape[0]
+
+    def visit(jp):
+        nonlocal total
+        for eqn in jp.eqns:
+            if eqn.primitive.name == "dot_general":
+                (lc, _), _ = eqn.params["dimension_numbers"]
+                lhs = eqn.invars[0].aval.shape
+                out = eqn.outvars[0].aval.shape
+                total += float(np.prod(out)) * float(np.prod([lhs[d] for d in lc]))
+            elif eqn.primitive.name == "conv_general_dilated":
+                rhs = eqn.invars[1].aval.shape  # HWIO or OIHW: the product is the same
+                out = eqn.outvars[0].aval.shape
+                dn = eqn.params["dimension_numbers"]
+                out_c = rhs[dn.rhs_spec[0]]
+                in_per_group = float(np.prod(rhs)) / out_c
+                # A transposed convolution is run as a convolution over a zero-dilated input;
+                # only the products with real inputs count (1 / prod(lhs_dilation) of them).
+                dilation = float(np.prod(eqn.params.get("lhs_dilation") or (1,)))
+                total += float(np.prod(out)) * in_per_group / dilation
+            for v in eqn.params.values():  # nested jaxprs (pjit, scan, custom_vjp ...)
+                if hasattr(v, "eqns"):
+                    visit(v)
+                elif hasattr(getattr(v, "jaxpr", None), "eqns"):
+                    visit(v.jaxpr)
+
+    visit(jaxpr.jaxpr)
+    return total / batch

@@ -121,13 +121,11 @@ def main(argv):
     analog = np.asarray(jnp.concatenate([analog_images(noise[i:i + _CHUNK.value]) for i in range(0, _NUM.value, _CHUNK.value)]))
     scores = metrics.evaluate_samples(analog, config.data.name, data_dir=config.data.data_dir or None)
     if m.name == "analog_gan":
-        analog_macs = gan_lib.analog_macs(model, params, noise[:2])
-    elif all(l.kind != "conv_transpose" for l in net):  # an MLP decoder: one MAC per weight
-        analog_macs = float(sum(np.prod(l.kernel.shape) for l in net if l.kind == "dense"))
+        analog_macs = energy.analog_macs(model, params, noise[:2])
     else:
-        analog_macs = None
+        analog_macs = energy.analog_macs(model, params, noise[:2], method="decode")
     rows.append({"T": 0, "kind": "analog", **{k: v for k, v in scores.items() if k != "class_histogram"},
-                 "macs": analog_macs, "energy_nj": None if analog_macs is None else analog_macs * energy.E_MAC_PJ / 1e3})
+                 "macs": analog_macs, "energy_nj": analog_macs * energy.E_MAC_PJ / 1e3})
     io.save_image_grid(os.path.join(out_dir, "samples_analog.png"), analog[:64])
 
     sim = jax.jit(lambda spikes: convert.run_snn_on_spikes(snn, spikes), static_argnums=())

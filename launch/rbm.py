@@ -55,13 +55,11 @@ def _grid_png(images, path, title, rows=10, cols=10):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    images = np.asarray(images).reshape(-1, 28, 28)[: rows * cols]
-    grid = np.ones((rows * 29 + 1, cols * 29 + 1), np.float32)
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        grid[1 + r * 29 : 1 + r * 29 + 28, 1 + c * 29 : 1 + c * 29 + 28] = img
+    from jaxspike.train import io
+
+    grid = io.image_grid(np.asarray(images).reshape(-1, 28, 28, 1)[: rows * cols], cols=cols)
     fig = plt.figure(figsize=(cols * 0.5, rows * 0.5 + 0.4))
-    plt.imshow(grid, cmap="gray", vmin=0, vmax=1)
+    plt.imshow(grid, cmap="gray", vmin=0, vmax=255)
     plt.axis("off")
     plt.title(title, fontsize=7)
     fig.tight_layout()

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxspike import gan_objective
+from jaxspike import energy, gan_objective
 from jaxspike.models import gan
 
 TINY_G = dict(num_steps=4, noise_dim=16, hidden=(32, 64), channels=(8, 4))
@@ -99,7 +99,7 @@ def test_analog_macs_count_dense_and_transposed_convs():
     params = AG.init(jax.random.key(0), jnp.zeros((2, 16)))["params"]
     # dense 16->7*7*8, then each input of a stride-2 transposed conv drives 4x4 x C_out outputs.
     expected = 16 * 7 * 7 * 8 + 7 * 7 * 8 * 16 * 4 + 14 * 14 * 4 * 16 * 1
-    assert gan.analog_macs(AG, params, jnp.zeros((2, 16))) == expected
+    assert energy.analog_macs(AG, params, jnp.zeros((2, 16))) == expected
 
 
 def test_bad_configs():

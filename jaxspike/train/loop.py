@@ -45,6 +45,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxspike import data as data_lib
+from jaxspike import energy as energy_lib
 from jaxspike import gan_objective
 from jaxspike.models import gan as gan_lib
 from jaxspike.models import vae as vae_lib
@@ -320,7 +321,11 @@ def _make_analog_vae_objective(config: ml_collections.ConfigDict, image_shape: t
         raise ConfigError(f"config.model: {err}") from None
     loss_kwargs = {k: v for k, v in (dict(config.loss) if "loss" in config else {}).items()
                    if k in ("likelihood", "sigma", "kl_weight")}
-    return steps_lib.make_vae_objective(model, loss_fn=vae_lib.analog_elbo_loss, **loss_kwargs)
+    # MACs per example depend on shapes only: count them once, from abstract params.
+    images = jax.ShapeDtypeStruct((2,) + tuple(image_shape), jnp.float32)
+    abstract = jax.eval_shape(lambda k: model.init(k, jnp.zeros(images.shape), k)["params"], jax.random.key(0))
+    macs = energy_lib.analog_macs(model, abstract, images, jax.random.key(0))
+    return steps_lib.make_vae_objective(model, loss_fn=vae_lib.analog_elbo_loss, analog_macs=macs, **loss_kwargs)
 
 
 def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:
@@ -360,7 +365,7 @@ def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[in
         )
         if m.name == "analog_gan":
             z = jax.ShapeDtypeStruct((2, m.noise_dim), jnp.float32)
-            macs = gan_lib.analog_macs(generator, abstract.g_params, z)
+            macs = energy_lib.analog_macs(generator, abstract.g_params, z)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config.model: {err}") from None
     return steps_lib.make_gan_objective(
@@ -692,11 +697,6 @@ class _Runner:
         from jaxspike import metrics as metrics_lib  # local: eval is optional
 
         params = self.sample_params(state)
-        try:
-            from jaxspike import energy as energy_lib
-        except ImportError:
-            energy_lib = None
-            log.warning("jaxspike.energy is not available; skipping the energy report")
         cfg = self.config
         k_eval, k_fwd = jax.random.split(jax.random.fold_in(self.eval_key, 1))
         samples = generate_samples(self.generate, params, k_eval, int(cfg.eval_num_samples), int(cfg.batch_size))
@@ -718,7 +718,7 @@ class _Runner:
                         f" seed {self.seeds[i]}" if self.sweep else "", scores["class_entropy"], min_entropy,
                         scores.get("class_histogram"),
                     )
-            if energy_lib is not None and layers:
+            if layers:
                 aux_i = jax.tree_util.tree_map(lambda a: np.asarray(a)[i], layers) if self.sweep else layers
                 _flatten("energy", energy_lib.energy_report(aux_i), row)
             self.last_rows[i] = {**self.last_rows[i], **row}

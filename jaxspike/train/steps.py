@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import optax
 
 from jaxspike import gan_objective
-from jaxspike.models import gan as gan_lib
 from jaxspike.models import vae as vae_lib
 from jaxspike.train.state import TrainState, create_train_state
 
@@ -201,6 +200,7 @@ def make_vae_objective(
     *,
     temperature_schedule: tuple[float, float, int] | None = None,
     kl_warmup_steps: int = 0,
+    analog_macs: float | None = None,
     **loss_kwargs,
 ) -> Objective:
     """The negative-ELBO objective of a VAE (spiking: :func:`jaxspike.models.vae.elbo_loss`).
@@ -211,10 +211,15 @@ def make_vae_objective(
       temperature_schedule: ``(start, end, steps)`` of the relaxed estimator's
         temperature, annealed geometrically with the update number.
       kl_warmup_steps: the KL weight ramps linearly from 0 over this many updates.
+      analog_macs: per-example multiply-accumulates of an analog twin's
+        encode-decode pass (:func:`jaxspike.energy.analog_macs`), reported by
+        ``forward_aux``; required for an :class:`AnalogVAE`.
       **loss_kwargs: passed to the loss (``likelihood``, ``kl_weight``, ...).
     """
     loss_fn = loss_fn or vae_lib.elbo_loss
     analog = isinstance(model, vae_lib.AnalogVAE)
+    if analog and analog_macs is None:
+        raise ValueError("an AnalogVAE objective needs analog_macs (jaxspike.energy.analog_macs)")
 
     def scheduled(step) -> dict:
         kwargs = dict(loss_kwargs)
@@ -254,9 +259,8 @@ def make_vae_objective(
     def forward_aux(params, images: Array, key: Array):
         if analog:
             # One pass of the analog twin: every input of every layer is a MAC.
-            macs = gan_lib.analog_macs(model, params, images, key)
             zero = jnp.zeros((images.shape[0],))
-            return {"analog": {"spike_count": zero, "firing_rate": zero, "synops": zero, "macs": zero + macs}}
+            return {"analog": {"spike_count": zero, "firing_rate": zero, "synops": zero, "macs": zero + analog_macs}}
         _, aux = model.apply({"params": params}, images, key, train=False)
         return aux["layers"]
 
