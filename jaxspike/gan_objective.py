@@ -89,13 +89,18 @@ def make_gan_step(
     r1_gamma: float = 0.0,
     gp_weight: float = 10.0,
     ema_decay: float = 0.999,
+    g_rate_penalty: float = 0.0,
 ):
     """Builds the pure step ``(state, batch, key) -> (state, metrics)``.
 
     One call updates the discriminator on real and generated images (one
     concatenated batch), then the generator through the updated
-    discriminator, then the generator's EMA.
+    discriminator, then the generator's EMA. ``g_rate_penalty`` adds
+    ``lambda * sum_l mean firing rate of generator layer l`` to the generator
+    loss (an activity regulariser: spikes are what a generated sample costs).
     """
+    if g_rate_penalty < 0:
+        raise ValueError(f"g_rate_penalty must be >= 0, got {g_rate_penalty}")
     if loss not in GAN_LOSSES:
         raise ValueError(f"GAN loss must be one of {GAN_LOSSES}, got {loss!r}")
     if not 0.0 <= ema_decay < 1.0:
@@ -139,7 +144,13 @@ def make_gan_step(
         fake, g_aux = generate(g_params, k_z, batch)
         d_fake, _ = disc(d_params, fake, k_d)
         loss_g = jnp.mean(g_loss(loss, d_fake))
-        return loss_g, ({"g_loss": loss_g}, g_aux)
+        metrics = {"g_loss": loss_g}
+        total = loss_g
+        if g_rate_penalty:
+            activity = sum(jnp.mean(v["firing_rate"]) for v in g_aux.values() if "firing_rate" in v)
+            total = total + g_rate_penalty * activity
+            metrics["g_activity"] = activity
+        return total, (metrics, g_aux)
 
     def step(state: GANState, batch: dict, key: Array):
         real = batch["image"]

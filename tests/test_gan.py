@@ -30,7 +30,7 @@ def test_noise_spike_frequencies_follow_p():
     np.testing.assert_allclose(z.mean(axis=(0, 1)), per_unit, atol=0.02)
 
 
-@pytest.mark.parametrize("coding", ["rate", "latency"])
+@pytest.mark.parametrize("coding", ["rate", "regular", "latency"])
 @pytest.mark.parametrize("readout", ["membrane", "rate", "first_spike"])
 def test_generator_gets_gradients_through_spiking_discriminator(coding, readout):
     G = gan.SpikingGenerator(**TINY_G, readout=readout, threshold=0.5)
@@ -122,3 +122,39 @@ def test_uniform_noise_rates_give_each_sample_its_own_code():
     assert 0.25 < rates.std() < 0.33 and abs(rates.mean() - 0.5) < 0.03
     fixed = np.asarray(gan.SpikingGenerator(**{**TINY_G, "num_steps": 64}).sample_noise(jax.random.key(0), 400))
     assert fixed.mean(axis=0).std() < 0.08
+
+
+def test_minibatch_std_separates_collapsed_from_varied_groups():
+    rng = np.random.default_rng(0)
+    varied = jnp.asarray(rng.random((4, 8), dtype=np.float32))
+    collapsed = jnp.broadcast_to(varied[:1], (4, 8))
+    std = gan.minibatch_std(jnp.concatenate([varied, collapsed]), 4)
+    assert std.shape == (8, 1)
+    np.testing.assert_allclose(std[:4, 0], np.sqrt(np.var(np.asarray(varied), axis=0) + 1e-8).mean(), rtol=1e-5)
+    np.testing.assert_allclose(std[4:, 0], 1e-4, rtol=1e-3)  # sqrt(0 + 1e-8)
+    with pytest.raises(ValueError, match="divide the batch 8"):
+        gan.minibatch_std(varied.repeat(2, axis=0), 3)
+
+
+@pytest.mark.parametrize("spiking", [True, False])
+def test_minibatch_std_discriminator_sees_group_diversity(spiking):
+    # The same real images in one group, varied ones in the other: with
+    # mbstd on, D's logits depend on the group's diversity, not only on each image.
+    real = _real(8)
+    same = jnp.broadcast_to(real[:1], real[:4].shape)
+    D = (gan.SpikingDiscriminator(**TINY_D, coding="latency", threshold=0.5, mbstd_group=4) if spiking
+         else gan.AnalogDiscriminator(hidden=(32, 16), mbstd_group=4))
+    params = D.init(jax.random.key(0), real, jax.random.key(1))
+    a, _ = D.apply(params, jnp.concatenate([real[:1], real[1:4]]), jax.random.key(2))
+    b, _ = D.apply(params, same, jax.random.key(2))
+    assert abs(float(a[0] - b[0])) > 1e-6  # image 0 is the same in both batches
+
+
+def test_regular_code_is_deterministic_rate_code_with_straight_through_gradient():
+    x = jnp.array([0.0, 0.1, 0.25, 0.5, 0.9, 1.0])
+    spikes = gan.regular_code_st(x, 8)
+    assert spikes.shape == (8, 6) and set(np.unique(np.asarray(spikes))) <= {0.0, 1.0}
+    np.testing.assert_array_equal(spikes.sum(axis=0), [0, 1, 2, 4, 7, 8])  # round(T x)
+    np.testing.assert_array_equal(spikes[:, 3], [1, 0, 1, 0, 1, 0, 1, 0])  # evenly spaced
+    grad = jax.grad(lambda v: gan.regular_code_st(v, 8).mean(axis=0).sum())(x)
+    np.testing.assert_allclose(grad, 1.0)

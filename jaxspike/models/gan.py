@@ -43,13 +43,15 @@ __all__ = [
     "AnalogDiscriminator",
     "rate_code_st",
     "latency_code_st",
+    "regular_code_st",
+    "minibatch_std",
     "READOUTS",
     "CODINGS",
     "ARCHS",
 ]
 
 READOUTS = ("membrane", "rate", "first_spike")
-CODINGS = ("rate", "latency")
+CODINGS = ("rate", "regular", "latency")
 ARCHS = ("mlp", "conv")
 
 
@@ -57,7 +59,7 @@ def _lif(module) -> cells.Cell:
     """The LIF cell of a generator or discriminator from its neuron fields."""
     learn = module.learn_neuron
     return cells.lif(
-        module.beta, module.threshold, surrogates.fast_sigmoid(module.slope),
+        module.beta, module.threshold, surrogates.get(module.surrogate, module.slope),
         learn_beta=learn, learn_threshold=learn, per_neuron=learn,
     )
 
@@ -79,6 +81,21 @@ def rate_code_st(key: Array, x: Array, num_steps: int) -> Array:
     return x_seq + jax.lax.stop_gradient(hard - x_seq)
 
 
+def regular_code_st(x: Array, num_steps: int) -> Array:
+    """Deterministic (regular-interval) rate code ``[T, B, ...]`` with a straight-through gradient.
+
+    An integrate-and-fire encoder with unit threshold fed ``x`` each step,
+    started half-way: ``s_t = floor((t+1) x + 1/2) - floor(t x + 1/2)``, so
+    an input fires ``round(T x)`` evenly spaced spikes. Unlike the Bernoulli
+    code it carries no sampling noise, so a discriminator reading it sees
+    two different images as two different spike trains. Backward ``ds_t/dx = 1``.
+    """
+    t = jnp.arange(num_steps, dtype=x.dtype).reshape((num_steps,) + (1,) * x.ndim)
+    hard = jnp.floor((t + 1.0) * x[None] + 0.5) - jnp.floor(t * x[None] + 0.5)
+    x_seq = jnp.broadcast_to(x[None], hard.shape)
+    return x_seq + jax.lax.stop_gradient(hard - x_seq)
+
+
 def latency_code_st(x: Array, num_steps: int, spike_fn: surrogates.SpikeFn | None = None) -> Array:
     """Linear latency code ``[T, B, ...]`` that is differentiable in ``x``.
 
@@ -97,6 +114,24 @@ def latency_code_st(x: Array, num_steps: int, spike_fn: surrogates.SpikeFn | Non
     cum = cum * (x[None] > 0.5 / denom)  # dark pixels stay silent
     prev = jnp.concatenate([jnp.zeros_like(cum[:1]), cum[:-1]], axis=0)
     return cum - prev
+
+
+def minibatch_std(features: Array, group_size: int) -> Array:
+    """Minibatch standard deviation of ``features [B, F]`` within groups: ``[B, 1]``.
+
+    Consecutive groups of ``group_size`` examples (so a concatenated
+    ``[real; fake]`` batch keeps real and fake in separate groups when each
+    half divides by it) each get the standard deviation of every feature
+    across the group, averaged over features (Karras et al. 2018, "Progressive
+    growing of GANs", section 3). A discriminator that sees it can tell a
+    collapsed group of samples from a varied one.
+    """
+    batch = features.shape[0]
+    if group_size < 2 or batch % group_size:
+        raise ValueError(f"minibatch-std group size must be >= 2 and divide the batch {batch}, got {group_size}")
+    groups = features.reshape(batch // group_size, group_size, -1)
+    std = jnp.sqrt(jnp.var(groups, axis=1) + 1e-8).mean(axis=-1)  # [B / G]
+    return jnp.repeat(std, group_size)[:, None]
 
 
 class SpikingGenerator(nn.Module):
@@ -124,6 +159,7 @@ class SpikingGenerator(nn.Module):
     noise_rates: str = "fixed"
     beta: float = 0.9
     threshold: float = 1.0
+    surrogate: str = "fast_sigmoid"
     slope: float = 25.0
     learn_neuron: bool = False
     hoist: bool | None = None
@@ -218,8 +254,12 @@ class SpikingDiscriminator(nn.Module):
 
     Attributes:
       num_steps: ``T``.
-      coding: ``"rate"`` (straight-through Bernoulli) or ``"latency"``.
+      coding: ``"rate"`` (straight-through Bernoulli), ``"regular"``
+        (deterministic rate code, :func:`regular_code_st`) or ``"latency"``.
       arch: ``"mlp"`` (``hidden``) or ``"conv"`` (``channels``, stride 2).
+      mbstd_group: if >= 2, the readout also gets the :func:`minibatch_std`
+        of the last layer's firing rates over groups of this many images, as
+        one extra constant input current (0 = off).
     """
 
     num_steps: int = 16
@@ -229,9 +269,11 @@ class SpikingDiscriminator(nn.Module):
     channels: Sequence[int] = (32, 64)
     beta: float = 0.9
     threshold: float = 1.0
+    surrogate: str = "fast_sigmoid"
     slope: float = 25.0
     learn_neuron: bool = False
     hoist: bool | None = None
+    mbstd_group: int = 0
 
     def setup(self):
         encoding.check_num_steps(self.num_steps)
@@ -253,6 +295,8 @@ class SpikingDiscriminator(nn.Module):
         x = images if self.arch == "conv" else images.reshape(images.shape[0], -1)
         if self.coding == "rate":
             spikes = rate_code_st(key, x, self.num_steps)
+        elif self.coding == "regular":
+            spikes = regular_code_st(x, self.num_steps)
         else:
             spikes = latency_code_st(x, self.num_steps)
         aux = {}
@@ -262,6 +306,9 @@ class SpikingDiscriminator(nn.Module):
 
     def __call__(self, images: Array, key: Array):
         feats, aux = self.features(images, key)
+        if self.mbstd_group:
+            std = minibatch_std(jnp.mean(feats, axis=0), self.mbstd_group)
+            feats = jnp.concatenate([feats, jnp.broadcast_to(std[None], (feats.shape[0], *std.shape))], axis=-1)
         logit, aux["d_head"] = self.head(feats)
         return logit[:, 0], aux
 
@@ -324,6 +371,7 @@ class AnalogDiscriminator(nn.Module):
     arch: str = "mlp"
     hidden: Sequence[int] = (512, 256)
     channels: Sequence[int] = (32, 64)
+    mbstd_group: int = 0  # as in SpikingDiscriminator, on the last hidden activations
 
     @nn.compact
     def __call__(self, images: Array, key: Array | None = None):
@@ -339,4 +387,6 @@ class AnalogDiscriminator(nn.Module):
             for ch in self.channels:
                 x = nn.leaky_relu(nn.Conv(ch, (3, 3), strides=2)(x), 0.2)
             x = x.reshape(x.shape[0], -1)
+        if self.mbstd_group:
+            x = jnp.concatenate([x, minibatch_std(x, self.mbstd_group)], axis=-1)
         return nn.Dense(1)(x)[:, 0], {}

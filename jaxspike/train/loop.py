@@ -47,6 +47,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxspike import data as data_lib
 from jaxspike import energy as energy_lib
 from jaxspike import gan_objective
+from jaxspike import surrogates
 from jaxspike.models import gan as gan_lib
 from jaxspike.models import vae as vae_lib
 from jaxspike.train import io
@@ -65,6 +66,7 @@ __all__ = [
     "make_mesh",
     "make_optimizer",
     "make_objective",
+    "make_gan_models",
     "make_program",
     "initialize_distributed",
     "train",
@@ -197,6 +199,12 @@ def _validate_gan(config: ml_collections.ConfigDict) -> None:
         _require(0.0 <= m.beta <= 1.0, "model.beta", m.beta, "LIF decay must lie in [0, 1]")
         _require(m.threshold > 0, "model.threshold", m.threshold, "threshold must be > 0")
         _require(m.slope > 0, "model.slope", m.slope, "surrogate slope must be > 0")
+        surrogate = m.get("surrogate", "fast_sigmoid")
+        _require(surrogate in surrogates.SURROGATES, "model.surrogate", surrogate,
+                 f"supported: {', '.join(surrogates.SURROGATES)}")
+    group = d.get("mbstd_group", 0)
+    _require(_is_int(group) and (group == 0 or (group >= 2 and config.batch_size % group == 0)),
+             "model.discriminator.mbstd_group", group, f"must be 0 (off) or an int >= 2 dividing batch_size={config.batch_size}")
     if m.name == "gan":
         _require(g.readout in gan_lib.READOUTS, "model.generator.readout", g.readout, f"supported: {', '.join(gan_lib.READOUTS)}")
     else:
@@ -209,6 +217,8 @@ def _validate_gan(config: ml_collections.ConfigDict) -> None:
     _require(0.0 <= loss.ema_decay < 1.0, "loss.ema_decay", loss.ema_decay, "must lie in [0, 1)")
     _require(loss.r1_gamma >= 0, "loss.r1_gamma", loss.r1_gamma, "must be >= 0 (0 = off)")
     _require(loss.gp_weight >= 0, "loss.gp_weight", loss.gp_weight, "must be >= 0")
+    rate_penalty = loss.get("g_rate_penalty", 0.0)
+    _require(rate_penalty >= 0, "loss.g_rate_penalty", rate_penalty, "must be >= 0 (0 = off)")
     o = config.optimizer
     _require(o.name in OPTIMIZERS, "optimizer.name", o.name, f"unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
     for field in ("g_learning_rate", "d_learning_rate"):
@@ -328,13 +338,15 @@ def _make_analog_vae_objective(config: ml_collections.ConfigDict, image_shape: t
     return steps_lib.make_vae_objective(model, loss_fn=vae_lib.analog_elbo_loss, analog_macs=macs, **loss_kwargs)
 
 
-def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:
-    """``gan``: spiking generator + spiking or analog (hybrid) discriminator;
-    ``analog_gan``: the analog twin (see ``launch/configs/gan.py``)."""
-    m, o = config.model, config.optimizer
+def make_gan_models(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]):
+    """``(generator, discriminator)`` flax modules of a GAN config: ``gan`` is a
+    spiking generator with a spiking or analog (hybrid) discriminator,
+    ``analog_gan`` the analog twin (see ``launch/configs/gan.py``)."""
+    m = config.model
     g, d = m.generator, m.discriminator
     image_shape = tuple(int(x) for x in image_shape)
-    lif = dict(beta=m.beta, threshold=m.threshold, slope=m.slope)
+    lif = dict(beta=m.beta, threshold=m.threshold, surrogate=m.get("surrogate", "fast_sigmoid"), slope=m.slope,
+               learn_neuron=bool(m.get("learn_neuron", False)))
     if m.name == "gan":
         generator = gan_lib.SpikingGenerator(
             num_steps=m.num_steps, noise_dim=m.noise_dim, noise_p=m.noise_p, noise_rates=m.get("noise_rates", "fixed"),
@@ -346,15 +358,27 @@ def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[in
             noise_dim=m.noise_dim, image_shape=image_shape, arch=g.arch, hidden=tuple(g.hidden),
             channels=tuple(g.channels), noise=m.get("noise", "gaussian"), noise_p=m.noise_p,
         )
+    group = int(d.get("mbstd_group", 0))
     if m.disc == "spiking":
         discriminator = gan_lib.SpikingDiscriminator(
-            num_steps=m.num_steps, coding=d.coding, arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels), **lif,
+            num_steps=m.num_steps, coding=d.coding, arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels),
+            mbstd_group=group, **lif,
         )
     else:
-        discriminator = gan_lib.AnalogDiscriminator(arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels))
+        discriminator = gan_lib.AnalogDiscriminator(arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels),
+                                                    mbstd_group=group)
+    return generator, discriminator
+
+
+def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:
+    """The GAN of :func:`make_gan_models` as a state objective."""
+    m, o = config.model, config.optimizer
+    image_shape = tuple(int(x) for x in image_shape)
+    generator, discriminator = make_gan_models(config, image_shape)
+    group = int(m.discriminator.get("mbstd_group", 0))
     g_tx = make_optimizer(o, o.g_learning_rate)
     d_tx = make_optimizer(o, o.d_learning_rate)
-    example = {"image": jax.ShapeDtypeStruct((2,) + image_shape, jnp.float32)}
+    example = {"image": jax.ShapeDtypeStruct((max(2, group),) + image_shape, jnp.float32)}
     macs = None
     try:
         # Shapes only: module errors (bad widths for the image size, ...) surface here as ConfigErrors.
@@ -371,7 +395,7 @@ def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[in
     return steps_lib.make_gan_objective(
         generator, discriminator, g_tx, d_tx, analog_macs=macs, loss=config.loss.name,
         r1_gamma=float(config.loss.r1_gamma), gp_weight=float(config.loss.gp_weight),
-        ema_decay=float(config.loss.ema_decay),
+        ema_decay=float(config.loss.ema_decay), g_rate_penalty=float(config.loss.get("g_rate_penalty", 0.0)),
     )
 
 
@@ -823,7 +847,9 @@ def load_trained(workdir: str):
     config = ml_collections.ConfigDict(saved)
     objective = make_objective(config, image_shape)
     program = make_program(config, objective)
-    example = {"image": jnp.zeros((2,) + image_shape, jnp.float32), "label": jnp.zeros((2,), jnp.int32)}
+    # Shapes only (eval_shape); the training batch size keeps batch-dependent layers (minibatch std) valid.
+    num = int(config.batch_size)
+    example = {"image": jnp.zeros((num,) + image_shape, jnp.float32), "label": jnp.zeros((num,), jnp.int32)}
     key = state_lib.seed_streams(int(config.seed)).init_key
     abstract = jax.eval_shape(lambda k: program.init_state(k, example), key)
     sharding = NamedSharding(make_mesh(1 if jax.process_count() == 1 else 0), P())

@@ -85,11 +85,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.num_steps = 8  # T
     config.model.noise_dim = 64  # Z, Bernoulli noise units
     config.model.noise_p = 0.5  # noise firing probability per step (noise_rates="fixed")
-    config.model.noise_rates = "fixed"  # "uniform": per-sample rates p ~ U(0,1) (spiking G)
+    config.model.noise_rates = "uniform"  # per-sample rates p ~ U(0,1)^Z (spiking G); "fixed": noise_p for all
     config.model.noise = "gaussian"  # analog_gan only: "gaussian" | "uniform" | "binary"
     config.model.beta = 0.9  # LIF decay, shared by G and D
     config.model.threshold = 0.5
-    config.model.slope = 25.0  # fast-sigmoid surrogate slope
+    config.model.surrogate = "fast_sigmoid"  # jaxspike.surrogates.SURROGATES
+    config.model.slope = 25.0  # surrogate slope (arctan: alpha)
+    config.model.learn_neuron = False  # per-neuron trainable beta and threshold (snnTorch-style)
     config.model.generator = ml_collections.ConfigDict()
     config.model.generator.arch = "mlp"  # "mlp" (hidden) or "conv" (channels, DCGAN-like)
     config.model.generator.readout = "membrane"  # "membrane" | "rate" | "first_spike"
@@ -97,15 +99,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.generator.channels = (64, 32)
     config.model.discriminator = ml_collections.ConfigDict()
     config.model.discriminator.arch = "mlp"
-    config.model.discriminator.coding = "rate"  # "rate" | "latency" (spiking D only)
+    config.model.discriminator.coding = "rate"  # "rate" (Bernoulli) | "regular" | "latency" (spiking D only)
     config.model.discriminator.hidden = (512, 256)
     config.model.discriminator.channels = (32, 64)
+    config.model.discriminator.mbstd_group = 4  # 0 = off; >= 2: minibatch-std input over groups of this many images
 
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "ns"  # "ns" | "hinge" | "wgan_gp"
     config.loss.r1_gamma = 10.0  # R1 on real images (Mescheder et al. 2018): without it D wins within ~300 steps
     config.loss.gp_weight = 10.0  # wgan_gp only
     config.loss.ema_decay = 0.99  # generator EMA used for samples and evaluation
+    config.loss.g_rate_penalty = 0.0  # lambda * sum of the generator layers' mean firing rates
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"
