@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-__all__ = ["bernoulli_nll", "bernoulli_kl", "bernoulli_kl_per_unit"]
+__all__ = ["bernoulli_nll", "bernoulli_kl", "bernoulli_kl_per_unit", "uniform_rate_kl_per_unit"]
 
 
 def bernoulli_nll(logits: Array, targets: Array) -> Array:
@@ -42,3 +42,30 @@ def bernoulli_kl_per_unit(q: Array, p: Array | float, *, eps: float = 1e-6) -> A
     p = jnp.clip(jnp.asarray(p, q.dtype), eps, 1.0 - eps)
     kl = q * (jnp.log(q) - jnp.log(p)) + (1.0 - q) * (jnp.log1p(-q) - jnp.log1p(-p))
     return jnp.sum(kl, axis=0)
+
+
+def uniform_rate_kl_per_unit(q: Array, z: Array, *, eps: float = 1e-6) -> Array:
+    """One-sample estimate of ``KL(q(z|x) || p(z))`` under a uniform-rate spike prior: ``[B, L]``.
+
+    The prior draws one firing rate ``r ~ U(0, 1)`` per unit and sample, then
+    ``z_t ~ Bern(r)`` at every step, so a unit's spike train has probability
+    ``p(z) = int r^n (1-r)^(T-n) dr = n! (T-n)! / (T+1)!`` with ``n = sum_t z_t``
+    (a beta-binomial with ``a = b = 1``): trains of steady rate are as likely
+    as any other rate, unlike under an i.i.d. Bernoulli(0.5) prior, which
+    concentrates rates near 0.5. With ``q [T, B, L]`` the posterior spike
+    probabilities and ``z`` a sample of them (straight-through or relaxed, so
+    ``n`` carries the gradient),
+
+        KL ~= sum_t [q_t log q_t + (1 - q_t) log(1 - q_t)] - log p(z):
+
+    the posterior's negative entropy exactly, the cross-entropy by the sample.
+    """
+    if q.shape != z.shape or q.ndim != 3:
+        raise ValueError(f"q and z must both be [T, B, L], got {q.shape} and {z.shape}")
+    num_steps = q.shape[0]
+    qc = jnp.clip(q, eps, 1.0 - eps)
+    neg_entropy = jnp.sum(qc * jnp.log(qc) + (1.0 - qc) * jnp.log1p(-qc), axis=0)
+    n = jnp.sum(z, axis=0)
+    log_prior = (jax.scipy.special.gammaln(n + 1.0) + jax.scipy.special.gammaln(num_steps - n + 1.0)
+                 - jax.scipy.special.gammaln(num_steps + 2.0))
+    return neg_entropy - log_prior

@@ -14,8 +14,10 @@ Loss per example (negative ELBO)::
 
     -log p(x | z) + sum_{t, units} KL(Bern(q_t) || Bern(p_t))   [+ w * MMD]
 
-with a Bernoulli (cross-entropy) or Gaussian likelihood and either a fixed
-prior ``p_t = prior_p`` or the learned autoregressive spiking prior.
+with a Bernoulli (cross-entropy) or Gaussian likelihood and a fixed prior
+``p_t = prior_p``, the learned autoregressive spiking prior, or the
+uniform-rate prior (each sample draws one rate ``r ~ U(0, 1)`` per unit,
+then ``z_t ~ Bern(r)``; see :func:`jaxspike.losses.uniform_rate_kl_per_unit`).
 
 Latent gradient estimators (``estimator``):
 
@@ -66,7 +68,7 @@ __all__ = [
 ]
 
 ESTIMATORS = ("straight_through", "relaxed", "autoregressive")
-PRIORS = ("bernoulli", "autoregressive")
+PRIORS = ("bernoulli", "autoregressive", "uniform_rate")
 READOUTS = ("membrane", "rate", "first_spike")
 CODINGS = ("rate", "latency")
 ARCHS = ("mlp", "conv")
@@ -174,7 +176,8 @@ class SpikingVAE(nn.Module):
       channels: feature maps of the conv variant (encoder order).
       coding: input coding, ``"rate"`` (Bernoulli) or ``"latency"``.
       estimator: latent gradient estimator, one of :data:`ESTIMATORS`.
-      prior: ``"bernoulli"`` (fixed ``prior_p``) or ``"autoregressive"``.
+      prior: ``"bernoulli"`` (fixed ``prior_p``), ``"autoregressive"`` or
+        ``"uniform_rate"`` (per-sample rates ``r ~ U(0, 1)``).
       num_candidates: ``k`` of the autoregressive sampler.
       readout: decoder output, one of :data:`READOUTS`.
       beta, threshold: LIF decay and threshold.
@@ -357,6 +360,10 @@ class SpikingVAE(nn.Module):
         """Prior probabilities ``p [T, B, L]`` for the posterior sample ``z`` (teacher forcing)."""
         if self.prior == "bernoulli":
             return jnp.full(z.shape, self.prior_p, z.dtype), {}
+        if self.prior == "uniform_rate":
+            # Its per-step marginal; the KL of this prior is not a per-step Bernoulli KL
+            # (elbo_loss uses losses.uniform_rate_kl_per_unit).
+            return jnp.full(z.shape, 0.5, z.dtype), {}
         _, p, aux = self.prior_net(key, None, self.num_steps, z.shape[1], teacher=z)
         return p, {"prior": aux}
 
@@ -379,6 +386,10 @@ class SpikingVAE(nn.Module):
         """Latent spike trains ``[T, num, L]`` drawn from the prior."""
         if self.prior == "bernoulli":
             return noise.bernoulli_process(key, self.prior_p, (self.num_steps, num, self.latent)), {}
+        if self.prior == "uniform_rate":
+            k_r, k_z = jax.random.split(key)
+            rates = jax.random.uniform(k_r, (num, self.latent))
+            return noise.bernoulli_process(k_z, rates, (self.num_steps, num, self.latent)), {}
         z, _, aux = self.prior_net(key, None, self.num_steps, num)
         return z, {"prior": aux}
 
@@ -421,23 +432,33 @@ def elbo_loss(
     kl_weight: float = 1.0,
     mmd_weight: float = 0.0,
     free_bits: float = 0.0,
+    spike_weight: float = 0.0,
     train: bool = True,
 ):
     """Training loss (batch mean) and its terms, among them the true ELBO.
 
-    ``loss = NLL(x | logits) + kl_weight * KL_fb + mmd_weight * MMD_psp(q, p)``
+    ``loss = NLL(x | logits) + kl_weight * KL_fb + mmd_weight * MMD_psp(q, p)
+    + spike_weight * S_dec``
     where ``KL = sum_{t,l} KL(Bern(q_t) || Bern(p_t))`` and, with
     ``free_bits = lambda > 0``, ``KL_fb = sum_l max(lambda, E_batch sum_t KL_l)``:
     a latent unit pays nothing until it carries ``lambda`` nats (Kingma et
     al. 2016, "Improved variational inference with inverse autoregressive
     flow"). Without it, Adam turns even a tiny but consistent KL gradient
     into full-size steps that silence the latent before the decoder learns to
-    read it (posterior collapse). ``terms["elbo"] = -(NLL + KL)`` is always
+    read it (posterior collapse). ``S_dec`` (``terms["dec_spikes"]``) is the
+    number of spikes per example of the decoder's hidden layers, the layers
+    whose events drive the synaptic operations of every generated sample;
+    its surrogate gradient lowers their firing rates (an activity
+    regulariser, as in Zenke & Vogels 2021, "The remarkable robustness of
+    surrogate gradient learning"). ``terms["elbo"] = -(NLL + KL)`` is always
     the unmodified bound; ``terms`` also carries the model ``aux``.
     """
     logits, aux = model.apply({"params": params}, images, key, train=train, temperature=temperature)
     recon = _likelihood_nll(logits, images, likelihood, sigma)
-    kl_units = losses.bernoulli_kl_per_unit(aux["q"], aux["p"])  # [B, L], summed over time
+    if model.prior == "uniform_rate":
+        kl_units = losses.uniform_rate_kl_per_unit(aux["q"], aux["z"])  # [B, L], a one-sample estimate
+    else:
+        kl_units = losses.bernoulli_kl_per_unit(aux["q"], aux["p"])  # [B, L], summed over time
     kl = jnp.sum(kl_units, axis=1)
     terms = {"recon": jnp.mean(recon), "kl": jnp.mean(kl)}
     if free_bits > 0:
@@ -445,6 +466,11 @@ def elbo_loss(
     else:
         kl_penalty = jnp.mean(kl)
     loss = jnp.mean(recon) + kl_weight * kl_penalty
+    if spike_weight:
+        dec = [v["spike_count"] for k, v in aux["layers"].items() if k.startswith(("dec", "deconv"))]
+        dec_spikes = jnp.mean(sum(dec))
+        loss = loss + spike_weight * dec_spikes
+        terms["dec_spikes"] = dec_spikes
     if mmd_weight:
         mmd = mmd_psp(aux["q"], aux["p"])
         loss = loss + mmd_weight * jnp.mean(mmd)

@@ -20,7 +20,10 @@ function, :func:`train`, runs a config in a work directory:
 * **evaluation** - every ``eval_every`` steps: sample quality
   (``eval/...``, incl. ``eval/class_entropy``), a mode-collapse flag
   (``mode_collapse``: class entropy below ``config.mode_collapse_entropy``,
-  default 1.5 nats, with a warning) and the energy report (``energy/...``);
+  default 1.5 nats, with a warning), the energy report of one generation
+  pass (``energy/...``, per generated sample) and, for models with an
+  encoder, scores on the whole test split (``test/...``: ELBO, its terms,
+  reconstruction MSE);
 * **safety** - a non-finite loss term stops the run with
   :class:`NonFiniteLossError` naming the step and term; SIGINT/SIGTERM save
   a checkpoint, then raise :class:`TrainingInterrupted`.
@@ -331,10 +334,12 @@ def _make_analog_vae_objective(config: ml_collections.ConfigDict, image_shape: t
         raise ConfigError(f"config.model: {err}") from None
     loss_kwargs = {k: v for k, v in (dict(config.loss) if "loss" in config else {}).items()
                    if k in ("likelihood", "sigma", "kl_weight")}
-    # MACs per example depend on shapes only: count them once, from abstract params.
+    # MACs per generated sample (the decoder's) depend on shapes only: count them once,
+    # from abstract params.
     images = jax.ShapeDtypeStruct((2,) + tuple(image_shape), jnp.float32)
     abstract = jax.eval_shape(lambda k: model.init(k, jnp.zeros(images.shape), k)["params"], jax.random.key(0))
-    macs = energy_lib.analog_macs(model, abstract, images, jax.random.key(0))
+    z = jax.ShapeDtypeStruct((2, model.latent), jnp.float32)
+    macs = energy_lib.analog_macs(model, abstract, z, method="decode")
     return steps_lib.make_vae_objective(model, loss_fn=vae_lib.analog_elbo_loss, analog_macs=macs, **loss_kwargs)
 
 
@@ -635,6 +640,9 @@ class _Runner:
         self.generate = jax.jit(gen, static_argnums=2)
         self.reconstruct = jax.jit(rec) if rec is not None else None
         self.forward_aux = jax.jit(jax.vmap(objective.forward_aux, in_axes=(0, None, None)) if sweep else objective.forward_aux)
+        scores = objective.test_scores
+        self.test_scores = None if scores is None else jax.jit(
+            jax.vmap(scores, in_axes=(0, None, None)) if sweep else scores)
         self.t0 = time.perf_counter()
         self.start = start
 
@@ -717,6 +725,18 @@ class _Runner:
             pairs = np.stack([originals, r], axis=1).reshape((2 * n,) + originals.shape[1:])
             io.save_image_grid(os.path.join(d, f"recons_{step}.png"), pairs, cols=2 * int(math.ceil(math.sqrt(n))))
 
+    def score_test_split(self, params) -> dict[str, np.ndarray]:
+        """Means of ``objective.test_scores`` over the whole test split (``[S]`` per name for sweeps)."""
+        bs, num = int(self.config.batch_size), len(self.test_ds.images)
+        key = jax.random.fold_in(self.eval_key, 2)
+        sums: dict[str, np.ndarray] = {}
+        for i, lo in enumerate(range(0, num, bs)):
+            images = self.test_ds.images[lo : lo + bs]
+            scores = jax.device_get(self.test_scores(params, jnp.asarray(images), jax.random.fold_in(key, i)))
+            for name, value in scores.items():
+                sums[name] = sums.get(name, 0.0) + np.asarray(value, np.float64) * len(images)
+        return {name: total / num for name, total in sums.items()}
+
     def evaluate(self, step: int, state) -> None:
         from jaxspike import metrics as metrics_lib  # local: eval is optional
 
@@ -726,9 +746,11 @@ class _Runner:
         samples = generate_samples(self.generate, params, k_eval, int(cfg.eval_num_samples), int(cfg.batch_size))
         test_images = jnp.asarray(self.test_ds.images[: int(cfg.batch_size)])
         layers = jax.device_get(self.forward_aux(params, test_images, k_fwd))
+        test = self.score_test_split(params) if self.test_scores is not None else {}
         min_entropy = float(cfg.get("mode_collapse_entropy", MODE_COLLAPSE_ENTROPY))
         for i, d in enumerate(self.run_dirs):
             row = {"step": step}
+            row.update({f"test/{k}": float(v[i] if self.sweep else v) for k, v in test.items()})
             s = samples[i] if self.sweep else samples
             scores = metrics_lib.evaluate_samples(s, cfg.data.name, data_dir=cfg.data.data_dir or None)
             _flatten("eval", scores, row)

@@ -14,8 +14,9 @@ two kinds:
   generator EMA). The state must have an ``int32 []`` field ``step``.
 
 Both also give ``generate(params, key, num) -> images`` and
-``forward_aux(params, images, key) -> layer counts`` (energy report);
-``reconstruct`` is ``None`` for models without an encoder.
+``forward_aux(params, images, key) -> layer counts`` of one generation pass
+(the energy report: energy per generated sample); ``reconstruct`` and
+``test_scores`` are ``None`` for models without an encoder.
 :func:`make_program` reduces either kind to the same
 ``(init_state, step(state, batch, run_key), sample_params)`` triple, which is
 all the loop sees.
@@ -64,8 +65,9 @@ class Objective(NamedTuple):
       generate: ``(params, key, num) -> images [num, H, W, C]`` in [0, 1].
       reconstruct: ``(params, images [B, H, W, C], key) -> images`` in [0, 1],
         or ``None`` (no encoder: no reconstruction grids).
-      forward_aux: ``(params, images, key) -> aux["layers"]`` of one forward
-        pass, for the energy report (``{}``: no report).
+      forward_aux: ``(params, images, key) -> aux["layers"]`` of one
+        generation pass of ``images.shape[0]`` samples (``images`` fixes only
+        the batch size), for the energy report (``{}``: no report).
       name: objective name.
       init_state: state objectives only: ``(key, batch) -> state``.
       step: state objectives only: pure ``(state, batch, key) -> (state,
@@ -73,6 +75,10 @@ class Objective(NamedTuple):
       sample_params: state objectives only: ``state -> params`` of ``generate``.
       check_first: metric names the non-finite check reports first (the
         primary losses).
+      test_scores: ``(params, images, key) -> {name: [B]}`` per-example
+        scores on held-out images (the VAE: ELBO, its terms and the
+        reconstruction MSE), averaged over the test split by the loop; or
+        ``None``.
     """
 
     init: Callable[[Array, Batch], Any] | None
@@ -85,6 +91,7 @@ class Objective(NamedTuple):
     step: Callable[[Any, Batch, Array], tuple[Any, dict]] | None = None
     sample_params: Callable[[Any], Any] | None = None
     check_first: tuple[str, ...] = ("loss",)
+    test_scores: Callable[[Any, Array, Array], dict] | None = None
 
 
 class Program(NamedTuple):
@@ -211,9 +218,9 @@ def make_vae_objective(
       temperature_schedule: ``(start, end, steps)`` of the relaxed estimator's
         temperature, annealed geometrically with the update number.
       kl_warmup_steps: the KL weight ramps linearly from 0 over this many updates.
-      analog_macs: per-example multiply-accumulates of an analog twin's
-        encode-decode pass (:func:`jaxspike.energy.analog_macs`), reported by
-        ``forward_aux``; required for an :class:`AnalogVAE`.
+      analog_macs: per-sample multiply-accumulates of an analog twin's
+        decoder (:func:`jaxspike.energy.analog_macs` with ``method="decode"``),
+        reported by ``forward_aux``; required for an :class:`AnalogVAE`.
       **loss_kwargs: passed to the loss (``likelihood``, ``kl_weight``, ...).
     """
     loss_fn = loss_fn or vae_lib.elbo_loss
@@ -257,14 +264,27 @@ def make_vae_objective(
         return model.apply({"params": params}, images, key, method="reconstruct")
 
     def forward_aux(params, images: Array, key: Array):
+        # Energy per generated sample: one generation pass (prior -> decoder) of
+        # images.shape[0] samples, the same pass for the spiking model and its twin.
+        num = images.shape[0]
         if analog:
-            # One pass of the analog twin: every input of every layer is a MAC.
-            zero = jnp.zeros((images.shape[0],))
+            # Every input of every decoder layer is a MAC; drawing z costs none.
+            zero = jnp.zeros((num,))
             return {"analog": {"spike_count": zero, "firing_rate": zero, "synops": zero, "macs": zero + analog_macs}}
-        _, aux = model.apply({"params": params}, images, key, train=False)
-        return aux["layers"]
+        _, aux = model.apply({"params": params}, key, num, method="generate")
+        return aux
 
-    return Objective(init, loss, generate, reconstruct, forward_aux, name="analog_vae" if analog else "vae")
+    def test_scores(params, images: Array, key: Array):
+        # The bound with a sampled latent: hard spikes for the spiking model (the relaxed
+        # estimator's eval mode), z = mu + sigma * eps for the analog twin.
+        k_elbo, k_rec = jax.random.split(key)
+        _, terms = loss_fn(model, params, images, k_elbo, train=analog, **loss_kwargs)
+        recon = reconstruct(params, images, k_rec)
+        mse = jnp.mean((recon - images) ** 2)
+        return {"elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"], "mse": mse}
+
+    return Objective(init, loss, generate, reconstruct, forward_aux, name="analog_vae" if analog else "vae",
+                     test_scores=test_scores)
 
 
 def make_gan_objective(

@@ -88,6 +88,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.temperature_end = 0.3
     config.loss.temperature_steps = 2000
     config.loss.kl_warmup_steps = 0  # linear KL warm-up; 0 = off
+    # Nats per decoder spike (per example): lowers the decoder's firing, hence the
+    # synaptic operations of every generated sample; 0 = off.
+    config.loss.spike_weight = 0.0
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"
