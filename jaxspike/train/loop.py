@@ -509,6 +509,13 @@ def _flatten(prefix: str, value: Any, out: dict) -> dict:
     return out
 
 
+def _example_batch(config: ml_collections.ConfigDict, image_shape) -> dict:
+    """A zero batch for shape-only state initialisation (``eval_shape``). It has
+    the training batch size, so batch-dependent layers (minibatch std) are valid."""
+    num = int(config.batch_size)
+    return {"image": jnp.zeros((num,) + tuple(image_shape), jnp.float32), "label": jnp.zeros((num,), jnp.int32)}
+
+
 def generate_samples(generate, params, key, num: int, chunk: int) -> np.ndarray:
     """``num`` samples in chunks of ``chunk`` (chunk ``i`` uses ``fold_in(key, i)``)."""
     out = []
@@ -576,7 +583,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     batch_sharding = NamedSharding(mesh, P(None, "data") if sweep else P("data"))
     streams = [state_lib.seed_streams(s) for s in seeds]
     order_seeds = [state_lib.data_seed(st.data_key) for st in streams]
-    example = {"image": jnp.zeros((2,) + image_shape, jnp.float32), "label": jnp.zeros((2,), jnp.int32)}
+    example = _example_batch(config, image_shape)
     init_state = jax.jit(lambda key: program.init_state(key, example), out_shardings=replicated)
 
     ckpts = [io.Checkpointer(os.path.join(d, "checkpoints"), int(config.keep_checkpoints)) for d in run_dirs]
@@ -869,9 +876,7 @@ def load_trained(workdir: str):
     config = ml_collections.ConfigDict(saved)
     objective = make_objective(config, image_shape)
     program = make_program(config, objective)
-    # Shapes only (eval_shape); the training batch size keeps batch-dependent layers (minibatch std) valid.
-    num = int(config.batch_size)
-    example = {"image": jnp.zeros((num,) + image_shape, jnp.float32), "label": jnp.zeros((num,), jnp.int32)}
+    example = _example_batch(config, image_shape)
     key = state_lib.seed_streams(int(config.seed)).init_key
     abstract = jax.eval_shape(lambda k: program.init_state(k, example), key)
     sharding = NamedSharding(make_mesh(1 if jax.process_count() == 1 else 0), P())
