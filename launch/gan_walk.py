@@ -6,8 +6,8 @@ Each row walks from one random vector of firing probabilities ``p0 ~ U(0,1)^Z``
 to another, ``p(a) = (1 - a) p0 + a p1`` for ``a`` in ``cols`` even steps.
 Every image of a row draws its noise spikes with the same key, so the spike
 trains change only where a unit's probability crosses its uniform draw: the
-walk is as smooth as a spike code allows. Uses the generator EMA of the
-newest checkpoint (as ``launch.sample`` does).
+walk is as smooth as a spike code allows (:func:`jaxspike.models.gan.latent_walk`).
+Uses the generator EMA of the newest checkpoint (as ``launch.sample`` does).
 """
 
 from __future__ import annotations
@@ -29,26 +29,6 @@ flags.mark_flags_as_required(["workdir", "out"])
 def _fail(message: str) -> None:
     print(f"launch.gan_walk: error: {message}", file=sys.stderr)
     sys.exit(2)
-
-
-def walk(generator, g_params, key, rows: int, cols: int):
-    """Images ``[rows * cols, H, W, C]``: row ``r`` interpolates between two random rate vectors."""
-    import jax
-    import jax.numpy as jnp
-
-    k_ends, k_spikes = jax.random.split(key)
-    ends = jax.random.uniform(k_ends, (2, rows, 1, generator.noise_dim))
-    alpha = jnp.linspace(0.0, 1.0, cols)[None, :, None]
-    p = ((1.0 - alpha) * ends[0] + alpha * ends[1]).reshape(rows * cols, generator.noise_dim)
-    # The same uniform draws for every column of a row: one key per row, repeated.
-    row_keys = jax.random.split(k_spikes, rows)
-
-    def row(k, p_row):
-        images, _ = generator.apply({"params": g_params}, k, cols, p_row, method="generate")
-        return images
-
-    images = jax.vmap(row)(row_keys, p.reshape(rows, cols, -1))
-    return images.reshape((rows * cols,) + images.shape[2:])
 
 
 def main(argv):
@@ -74,7 +54,7 @@ def main(argv):
     generator = train.make_gan_models(config, image_shape)[0] if config.model.name == "gan" else None
     if not isinstance(generator, gan_lib.SpikingGenerator):
         _fail(f"--workdir={_WORKDIR.value!r} holds a {config.model.name!r} model; a latent walk needs a spiking GAN (gan)")
-    images = walk(generator, params, jax.random.key(_SEED.value), _ROWS.value, _COLS.value)
+    images = gan_lib.latent_walk(generator, params, jax.random.key(_SEED.value), _ROWS.value, _COLS.value)
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
     io.save_image_grid(_OUT.value, jax.device_get(images), cols=_COLS.value)
     print(f"launch.gan_walk: wrote {_ROWS.value} walks of {_COLS.value} images to {_OUT.value}")

@@ -5,6 +5,7 @@ All runs use ``launch/configs/gan.py:smoke`` (T=2, widths 16, batch 8, 4 steps).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -165,3 +166,36 @@ def test_unknown_variant():
         gan_config.get_config("tiny")
     for v in gan_config.VARIANTS:
         gan_config.get_config(v)
+
+
+def test_latent_walk_interpolates_firing_probabilities(gan_run):
+    from jaxspike.models import gan as gan_lib
+
+    workdir, _ = gan_run
+    config, _, params, image_shape = train.load_trained(workdir)
+    generator, _ = train.make_gan_models(config, image_shape)
+    images = np.asarray(gan_lib.latent_walk(generator, params, jax.random.key(0), 2, 5))
+    assert images.shape == (10,) + tuple(image_shape)
+    again = np.asarray(gan_lib.latent_walk(generator, params, jax.random.key(0), 2, 5))
+    np.testing.assert_array_equal(images, again)  # same key, same walk
+    # Each row starts and ends at its own endpoints, so the two rows differ.
+    assert np.abs(images[0] - images[5]).max() > 0 and np.abs(images[0] - images[4]).max() > 0
+
+
+def test_gan_report_averages_seeds(tmp_path):
+    for seed, fid in enumerate((100.0, 120.0)):
+        run = tmp_path / "sweep" / f"seed_{seed}"
+        run.mkdir(parents=True)
+        rows = [{"step": 10, "d_loss": 1.0},
+                {"step": 20, "eval/fid": fid, "eval/class_entropy": 2.0, "energy/energy_pj": 2e6}]
+        (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "launch.gan_report", f"--runs=spiking={tmp_path / 'sweep'}", f"--out={tmp_path / 'fig'}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = proc.stdout.splitlines()[2]
+    assert row.startswith("| spiking | 20 | 2 | 110.0 ± 10.0 |"), row
+    assert row.endswith("| 2.00 |")  # energy: 2e6 pJ = 2 uJ
+    proc = subprocess.run(cmd[:3] + [f"--runs=x={tmp_path / 'missing'}"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "has no metrics.jsonl" in proc.stderr

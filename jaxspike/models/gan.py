@@ -45,6 +45,7 @@ __all__ = [
     "latency_code_st",
     "regular_code_st",
     "minibatch_std",
+    "latent_walk",
     "READOUTS",
     "CODINGS",
     "ARCHS",
@@ -247,6 +248,29 @@ class SpikingGenerator(nn.Module):
     def generate(self, key: Array, num: int, noise_p: Array | float | None = None):
         """``num`` images from fresh noise spikes: ``(images [num, H, W, C], aux)``."""
         return self(self.sample_noise(key, num, noise_p))
+
+
+def latent_walk(generator: SpikingGenerator, g_params, key: Array, rows: int, cols: int) -> Array:
+    """Images ``[rows * cols, H, W, C]`` of walks through the noise firing probabilities.
+
+    Row ``r`` interpolates ``p(a) = (1 - a) p0 + a p1`` between two random
+    rate vectors ``p0, p1 ~ U(0, 1)^Z`` at ``cols`` even steps of ``a``. The
+    columns of a row share one noise key, hence the same uniform draws: a
+    unit's spike train changes only where its probability crosses its draw.
+    """
+    if rows < 1 or cols < 2:
+        raise ValueError(f"a latent walk needs rows >= 1 and cols >= 2, got rows={rows}, cols={cols}")
+    k_ends, k_spikes = jax.random.split(key)
+    ends = jax.random.uniform(k_ends, (2, rows, 1, generator.noise_dim))
+    alpha = jnp.linspace(0.0, 1.0, cols)[None, :, None]
+    p = (1.0 - alpha) * ends[0] + alpha * ends[1]  # [rows, cols, Z]
+
+    def row(k, p_row):
+        images, _ = generator.apply({"params": g_params}, k, cols, p_row, method="generate")
+        return images
+
+    images = jax.vmap(row)(jax.random.split(k_spikes, rows), p)
+    return images.reshape((rows * cols,) + images.shape[2:])
 
 
 class SpikingDiscriminator(nn.Module):
