@@ -349,6 +349,7 @@ def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[in
     if m.disc == "spiking":
         discriminator = gan_lib.SpikingDiscriminator(
             num_steps=m.num_steps, coding=d.coding, arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels), **lif,
+            frontend=d.get("frontend", ""),
         )
     else:
         discriminator = gan_lib.AnalogDiscriminator(arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels))
