@@ -2,6 +2,7 @@
 
     python -m launch.stdp --workdir=/tmp/stdp
     python -m launch.stdp --workdir=/tmp/stdp_smoke --smoke
+    python -m launch.stdp --workdir=/tmp/stdp_fe --stdp_only   # S1 + S2 only: a front end
 
 Stages (each timed): S1 by STDP (``--epochs1`` passes over the 4,000
 training digits), S2 by STDP (``--epochs2``), features of train and test
@@ -36,6 +37,8 @@ _BATCH = flags.DEFINE_integer("batch", 16, "Images per compiled STDP step (winne
 _DECIDE_EVERY = flags.DEFINE_integer("decide_every", 10, "R-STDP examples decided per group (1 = fully online).")
 _RSTDP_SCALE = flags.DEFINE_float("rstdp_scale", 1.0, "Multiplies the paper's R-STDP rates (0.004, -0.003, -0.004, 0.0005).")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 0, "Use only this many training digits (0 = all 4,000).")
+_STDP_ONLY = flags.DEFINE_bool("stdp_only", False, "Stop after the S1/S2 STDP stages (params.npz, filters1.png, "
+                                "metrics.json with their times): the frozen front end of jaxspike.models.stdp_frontend.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny run (c1=4, c2=8, 200 digits, 1 epoch each) to test the code path.")
 
 flags.mark_flags_as_required(["workdir"])
@@ -148,6 +151,16 @@ def main(argv):
         jax.block_until_ready(params)
         times[f"stdp{layer}_s"] = time.time() - t0
         metrics[f"convergence{layer}"] = m["convergence"]
+
+    if _STDP_ONLY.value:
+        times["train_total_s"] = times["stdp1_s"] + times["stdp2_s"]
+        metrics["times"] = times
+        with open(os.path.join(workdir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=1)
+        np.savez(os.path.join(workdir, "params.npz"), w1=np.asarray(params.w1), w2=np.asarray(params.w2))
+        _filters_png(params.w1, os.path.join(workdir, "filters1.png"))
+        print(json.dumps(metrics, indent=1))
+        return
 
     feat_fn = jax.jit(lambda p, x: net.features(p, x, cfg))
 

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspike import cells, encoding, layers, noise, surrogates
+from jaxspike.models import stdp_frontend
 
 Array = jax.Array
 
@@ -284,6 +285,9 @@ class SpikingDiscriminator(nn.Module):
       mbstd_group: if >= 2, the readout also gets the :func:`minibatch_std`
         of the last layer's firing rates over groups of this many images, as
         one extra constant input current (0 = off).
+      frontend: spec of a frozen, input-differentiable STDP front end that
+        replaces the coding (:func:`jaxspike.models.stdp_frontend.load`;
+        "" = none, MLP only).
     """
 
     num_steps: int = 16
@@ -298,6 +302,7 @@ class SpikingDiscriminator(nn.Module):
     learn_neuron: bool = False
     hoist: bool | None = None
     mbstd_group: int = 0
+    frontend: str = ""
 
     def setup(self):
         encoding.check_num_steps(self.num_steps)
@@ -317,13 +322,17 @@ class SpikingDiscriminator(nn.Module):
         if images.ndim != 4:
             raise ValueError(f"discriminator expects images [B, H, W, C], got shape {tuple(images.shape)}")
         x = images if self.arch == "conv" else images.reshape(images.shape[0], -1)
-        if self.coding == "rate":
+        aux = {}
+        if self.frontend:  # frozen STDP features, differentiable in the pixels
+            if self.arch != "mlp":
+                raise ValueError(f"an STDP front end feeds the MLP discriminator, got arch={self.arch!r}")
+            spikes, aux["stdp"] = stdp_frontend.load(self.frontend)(images, self.num_steps)
+        elif self.coding == "rate":
             spikes = rate_code_st(key, x, self.num_steps)
         elif self.coding == "regular":
             spikes = regular_code_st(x, self.num_steps)
         else:
             spikes = latency_code_st(x, self.num_steps)
-        aux = {}
         for i, layer in enumerate(self.feature_layers):
             spikes, aux[f"d{i}"] = layer(spikes)
         return spikes.reshape(spikes.shape[:2] + (-1,)), aux

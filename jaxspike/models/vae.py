@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspike import cells, encoding, layers, losses, noise, surrogates
+from jaxspike.models import stdp_frontend
 
 Array = jax.Array
 
@@ -188,6 +189,8 @@ class SpikingVAE(nn.Module):
       latent_beta: leak of the non-spiking latent readout (0 = the logit of
         step t reads only step t's encoder spikes).
       hoist: synapse placement (None = auto, see :mod:`jaxspike.layers`).
+      frontend: spec of a frozen STDP front end replacing the input coding
+        (:func:`jaxspike.models.stdp_frontend.load`; "" = none, MLP only).
     """
 
     num_steps: int = 16
@@ -211,6 +214,7 @@ class SpikingVAE(nn.Module):
     latent_init_gain: float = 1.0
     latent_beta: float = 0.0
     hoist: bool | None = None
+    frontend: str = ""
 
     @property
     def out_dim(self) -> int:
@@ -306,8 +310,13 @@ class SpikingVAE(nn.Module):
             raise ValueError(
                 f"SpikingVAE expects images [B, {', '.join(map(str, self.image_shape))}], got shape {tuple(images.shape)}"
             )
-        spikes = self._code_input(images, key)
         aux = {}
+        if self.frontend:  # frozen STDP features instead of the input coding
+            if self.arch != "mlp":
+                raise ValueError(f"an STDP front end feeds the MLP encoder, got arch={self.arch!r}")
+            spikes, aux["stdp"] = stdp_frontend.load(self.frontend)(images, self.num_steps)
+        else:
+            spikes = self._code_input(images, key)
         for i, layer in enumerate(self.enc_layers):
             spikes, aux[f"enc{i}"] = layer(spikes)
         return spikes.reshape(spikes.shape[:2] + (-1,)), aux

@@ -367,7 +367,7 @@ def make_gan_models(config: ml_collections.ConfigDict, image_shape: tuple[int, .
     if m.disc == "spiking":
         discriminator = gan_lib.SpikingDiscriminator(
             num_steps=m.num_steps, coding=d.coding, arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels),
-            mbstd_group=group, **lif,
+            mbstd_group=group, frontend=d.get("frontend", ""), **lif,
         )
     else:
         discriminator = gan_lib.AnalogDiscriminator(arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels),

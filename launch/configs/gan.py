@@ -13,6 +13,12 @@ Variants (``--config=launch/configs/gan.py:<variant>``):
   route of :mod:`jaxspike.convert`);
 * ``hybrid`` - spiking generator + analog discriminator (Rosenfeld, Simeone &
   Rajendran 2022);
+* ``stdp`` - the spiking discriminator's features are a frozen STDP
+  front end (S1+S2 of ``launch.stdp``, ``jaxspike.models.stdp_frontend``;
+  run folder ``$JAXSPIKE_CACHE/stdp_frontend``, made once by ``python -m
+  launch.stdp --workdir=$HOME/.cache/jaxspike/stdp_frontend --stdp_only``);
+  the generator learns through its surrogate backward pass. Results:
+  ``results/stdp.md``, part 2;
 * ``mnist``, ``fashion_mnist``, ``cifar10``, ``celeb_a`` - TFDS data (the
   image shape comes from the data; conv generator/discriminator, longer
   runs; these need the TFDS data and a GPU to be practical).
@@ -60,7 +66,7 @@ from __future__ import annotations
 
 import ml_collections
 
-VARIANTS = ("smoke", "analog", "hybrid", "mnist", "fashion_mnist", "cifar10", "celeb_a")
+VARIANTS = ("smoke", "analog", "hybrid", "stdp", "mnist", "fashion_mnist", "cifar10", "celeb_a")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -142,6 +148,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         elif v == "hybrid":
             config.model.disc = "analog"
             config.loss.r1_gamma = 1.0
+        elif v == "stdp":
+            # The spiking D reads frozen STDP S1+S2 features (differentiable in the pixels).
+            from jaxspike.models import stdp_frontend
+
+            config.model.disc = "spiking"
+            config.model.discriminator.frontend = stdp_frontend.default_dir() + "?steps=4"
         elif v in ("mnist", "fashion_mnist", "cifar10", "celeb_a"):
             config.data.name = v
             config.model.generator.arch = "conv"

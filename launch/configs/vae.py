@@ -39,6 +39,18 @@ Gaussian latent, same widths and loop; ``--config.model.name=analog_vae`` does
 the same to any variant). ``launch/configs/vae.py:smoke`` shrinks everything (T=2, widths
 16, 4 steps, batch 8) so tests run this exact code path in seconds.
 Any field can be overridden: ``--config.model.latent=64``.
+
+``launch/configs/vae.py:stdp``: the encoder reads frozen STDP features
+(S1+S2 of the Mozafari et al. network, learned without labels by
+``launch.stdp``) instead of a rate code; only the rest trains by surrogate
+gradients. The front end is a ``launch.stdp`` run folder, by default
+``$JAXSPIKE_CACHE/stdp_frontend`` (``~/.cache/jaxspike/stdp_frontend``)::
+
+    python -m launch.stdp --workdir=$HOME/.cache/jaxspike/stdp_frontend --stdp_only
+    python -m launch.train --config=launch/configs/vae.py:stdp --workdir=/tmp/svae_stdp
+
+(or ``--config.model.frontend=/path/to/run?layers=1`` for S1 only). Measured
+against the default at the same step count: ``results/stdp.md``, part 2.
 """
 
 from __future__ import annotations
@@ -119,6 +131,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # "gaussian" (the usual VAE) or "bernoulli": a binary latent whose decoder converts
         # to a spiking network reading the latent as tonic spike trains (launch.convert).
         config.model.latent_kind = "gaussian"
+    elif arg == "stdp":
+        # Frozen STDP S1+S2 features (jaxspike.models.stdp_frontend) replace the rate coding;
+        # only the layers after them train. Train the front end once first (see the docstring).
+        from jaxspike.models import stdp_frontend
+
+        config.model.frontend = stdp_frontend.default_dir() + "?steps=4"  # 4 own bins: 4x cheaper than T=16
     elif arg == "smoke":
         config.model.num_steps = 2
         config.model.latent = 8
@@ -134,5 +152,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.eval_every = 0  # evaluation trains a classifier on first use: not in smoke runs
         config.progress = False
     elif arg not in (None, ""):
-        raise ValueError(f"unknown config variant {arg!r}; use launch/configs/vae.py, :analog or :smoke")
+        raise ValueError(f"unknown config variant {arg!r}; use launch/configs/vae.py, :analog, :stdp or :smoke")
     return config

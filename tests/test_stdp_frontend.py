@@ -1,0 +1,169 @@
+"""Tests of the frozen STDP front end (jaxspike.models.stdp_frontend) and its VAE / GAN hooks."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxspike import energy, gan_objective, stdp
+from jaxspike.models import gan, spyketorch_net as net, stdp_frontend, vae
+
+TINY = net.NetConfig(num_steps=6, c1=4, k1=2, r1=2, c2=5, k2=2, r2=1, per_class=1)
+
+
+def _digits(n=4, seed=0):
+    """Stroke images (bars and blobs) that make the DoG cells fire."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((n, 28, 28, 1), np.float32)
+    for i in range(n):
+        for _ in range(3):
+            r, c = rng.integers(3, 21, 2)
+            img[i, r : r + rng.integers(3, 8), c : c + 3, 0] = rng.uniform(0.6, 1.0)
+    return jnp.asarray(img)
+
+
+def _weights(seed=0):
+    # Uniform weights (not the N(0.8, 0.05) init) so neurons fire at different steps.
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    w1 = np.asarray(jax.random.uniform(k1, (5, 5, 6, TINY.c1)))
+    w2 = np.asarray(jax.random.uniform(k2, (3, 3, TINY.c1, TINY.c2)))
+    return w1, w2
+
+
+def _save_run(path, w1, w2):
+    os.makedirs(path, exist_ok=True)
+    np.savez(os.path.join(path, "params.npz"), w1=w1, w2=w2)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump({"net": TINY._asdict()}, f)
+    return str(path)
+
+
+def test_forward_equals_the_stdp_network_spike_for_spike():
+    w1, w2 = _weights()
+    x = _digits()
+    params = net.init_params(jax.random.key(0), TINY)._replace(w1=jnp.asarray(w1), w2=jnp.asarray(w2))
+    pooled2, ref_aux = net.forward(params, x, TINY)
+    front = stdp_frontend.STDPFrontEnd(w1, w2)
+    out, aux = front(x, TINY.num_steps)
+    assert out.shape == (6, 4, 4 * 4 * TINY.c2) == (TINY.num_steps, x.shape[0], front.num_features)  # [T, B, F]
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(pooled2).reshape(out.shape))
+    assert float(out.sum()) > 0 and float(jnp.max(out.sum(0))) <= 1.0  # one spike per feature at most
+    # Spikes differ in time (a real temporal code, not all at step 0).
+    assert len(np.unique(np.asarray(stdp.spike_times(out[..., None, None, :])))) > 2
+    np.testing.assert_allclose(aux["stdp_s1"]["synops"], ref_aux["synops1"])
+    np.testing.assert_allclose(aux["stdp_s2"]["synops"], ref_aux["synops2"])
+    assert energy.energy_report(aux)["macs"] == float(np.count_nonzero(stdp.dog_kernels())) * 784
+
+    # Fewer bins of its own than the consumer's T: bin k lands on step floor(k T / steps).
+    coarse, _ = stdp_frontend.STDPFrontEnd(w1, w2, stdp_frontend.FrontEndConfig(steps=3))(x, 6)
+    own, _ = front(x, 3)
+    assert coarse.shape == (6,) + own.shape[1:]
+    np.testing.assert_array_equal(np.asarray(coarse[0::2]), np.asarray(own))
+    assert not np.asarray(coarse[1::2]).any()
+    with pytest.raises(ValueError, match="bins"):
+        stdp_frontend.STDPFrontEnd(w1, w2, stdp_frontend.FrontEndConfig(steps=8))(x, 6)
+
+    # S1 only, and the cumulative output (a fired neuron keeps feeding its targets).
+    s1, _ = stdp.fire(stdp.conv_potentials(net.encode(x, TINY), params.w1, padding=2), TINY.thr1)
+    one = stdp_frontend.STDPFrontEnd(w1, config=stdp_frontend.FrontEndConfig(layers=1))
+    out1, _ = one(x, TINY.num_steps)
+    np.testing.assert_array_equal(np.asarray(out1), np.asarray(stdp.pool(s1, 2, 2)).reshape(out1.shape))
+    cum = stdp_frontend.STDPFrontEnd(w1, w2, stdp_frontend.FrontEndConfig(output="cumulative"))(x, TINY.num_steps)[0]
+    np.testing.assert_array_equal(np.asarray(cum), np.cumsum(np.asarray(out), axis=0))
+
+
+def test_gradient_reaches_the_pixels_and_is_finite():
+    w1, w2 = _weights()
+    front = stdp_frontend.STDPFrontEnd(w1, w2)
+    x = _digits()
+    readout = jax.random.normal(jax.random.key(3), (TINY.num_steps, front.num_features))
+
+    def f(images):
+        return jnp.sum(front(images, TINY.num_steps)[0] * readout[:, None])
+
+    g = jax.grad(f)(x)
+    assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).sum()) > 0
+    # Blank images (local mean 0 everywhere) still give a finite gradient.
+    g0 = jax.grad(f)(jnp.zeros_like(x))
+    assert bool(jnp.all(jnp.isfinite(g0)))
+    # Second order (R1 penalties differentiate a gradient): finite too.
+    gg = jax.grad(lambda im: jnp.sum(jax.grad(f)(im) ** 2))(x)
+    assert bool(jnp.all(jnp.isfinite(gg)))
+
+
+def test_generator_learns_through_the_stdp_discriminator(tmp_path):
+    spec = _save_run(tmp_path / "fe", *_weights())
+    G = gan.SpikingGenerator(num_steps=4, noise_dim=16, hidden=(32,), threshold=0.5)
+    D = gan.SpikingDiscriminator(num_steps=4, hidden=(16,), threshold=0.5, frontend=spec)
+    real = _digits(8)
+    g_tx, d_tx = optax.adam(1e-3, b1=0.5), optax.adam(1e-3, b1=0.5)
+    state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
+    # The front end has no parameters in D: only its layers after the STDP features train.
+    assert set(state.d_params) == {"feature_layers_0", "head"}
+    assert state.d_params["feature_layers_0"]["kernel"].shape == (4 * 4 * TINY.c2, 16)
+
+    def g_obj(g_params):
+        fake, _ = G.apply({"params": g_params}, G.sample_noise(jax.random.key(1), 8))
+        return jnp.mean(D.apply({"params": state.d_params}, fake, jax.random.key(2))[0])
+
+    grads = jax.grad(g_obj)(state.g_params)
+    norms = [float(jnp.linalg.norm(g)) for g in jax.tree_util.tree_leaves(grads)]
+    assert all(np.isfinite(norms)) and min(norms) > 0, norms  # every generator layer gets a gradient
+
+    # (R1's second derivative through the front end: test_gradient_reaches_the_pixels_and_is_finite.)
+    step = jax.jit(gan_objective.make_gan_step(G, D, g_tx, d_tx, ema_decay=0.9))
+    new, metrics = step(state, {"image": real}, jax.random.key(4))
+    assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
+    moved = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.g_params, state.g_params)
+    assert min(jax.tree_util.tree_leaves(moved)) > 0
+    # Frozen: the weights on disk are what the D uses, unchanged by training.
+    np.testing.assert_array_equal(stdp_frontend.load(spec).w1, _weights()[0].astype(np.float32))
+
+
+def test_vae_encoder_reads_frozen_features(tmp_path):
+    spec = _save_run(tmp_path / "fe", *_weights())
+    model = vae.SpikingVAE(num_steps=6, latent=8, encoder=(16,), decoder=(16,), frontend=spec)
+    x = _digits()
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    assert params["enc_layers_0"]["kernel"].shape == (4 * 4 * TINY.c2, 16)
+    # Deterministic: the code of an image does not depend on the key (rank order, no sampling).
+    h1, aux = model.apply({"params": params}, x, jax.random.key(5), method="encode")
+    h2, _ = model.apply({"params": params}, x, jax.random.key(6), method="encode")
+    np.testing.assert_array_equal(np.asarray(h1), np.asarray(h2))
+    assert {"stdp_dog", "stdp_s1", "stdp_s2"} <= set(aux["stdp"])
+    loss, grads = jax.value_and_grad(lambda p: vae.elbo_loss(model, p, x, jax.random.key(2))[0])(params)
+    assert np.isfinite(float(loss))
+    assert float(jnp.linalg.norm(grads["enc_layers_0"]["kernel"])) > 0
+    with pytest.raises(ValueError, match="MLP encoder"):
+        vae.SpikingVAE(arch="conv", frontend=spec).init(jax.random.key(0), x, jax.random.key(1))
+
+
+def test_spec_loading_and_errors(tmp_path):
+    w1, w2 = _weights()
+    run = _save_run(tmp_path / "fe", w1, w2)
+    front = stdp_frontend.load(run + "?layers=1&output=cumulative")
+    assert front.config.layers == 1 and front.config.output == "cumulative" and front.w2 is None
+    assert front.config.thr1 == TINY.thr1 and front.feature_shape == (14, 14, TINY.c1)
+    assert stdp_frontend.load(os.path.join(run, "params.npz")).num_features == 4 * 4 * TINY.c2
+    with pytest.raises(FileNotFoundError, match="--stdp_only"):
+        stdp_frontend.load(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="bad option"):
+        stdp_frontend.parse_spec(run + "?depth=2")
+    with pytest.raises(ValueError, match="not a int"):
+        stdp_frontend.parse_spec(run + "?layers=two")
+    with pytest.raises(ValueError, match="layers must be 1 or 2"):
+        stdp_frontend.STDPFrontEnd(w1, w2, stdp_frontend.FrontEndConfig(layers=3))
+    with pytest.raises(ValueError, match="needs the S2 weights"):
+        stdp_frontend.STDPFrontEnd(w1)
+    with pytest.raises(ValueError, match="w2 must be"):
+        stdp_frontend.STDPFrontEnd(w1, w2[:, :, :2])
+    with pytest.raises(ValueError, match="must lie in"):
+        stdp_frontend.STDPFrontEnd(w1 + 1.0, w2)
+    with pytest.raises(ValueError, match="28x28"):
+        stdp_frontend.STDPFrontEnd(w1, w2)(jnp.zeros((2, 32, 32, 3)), 4)
+    with pytest.raises(ValueError, match="num_steps"):
+        stdp_frontend.STDPFrontEnd(w1, w2)(_digits(), 0)
