@@ -26,6 +26,39 @@ encode-decode pass. So the spiking default is ~8x slower to train here, its
 samples are far worse, and its arithmetic energy per pass (4.4 uJ) is only
 18% lower: the decoder fires at 30-40% of steps over T = 16.
 
+Energy rows (``energy/*``) now measure one *generation* pass (prior spikes ->
+decoder), and the analog twin's its decoder only (565,248 MACs = 2.60 uJ per
+sample), so the two are compared like for like; ``test/*`` rows hold the
+test-split ELBO, its terms and the reconstruction MSE (all 1,000 digits).
+
+Sample-quality probes (2026-12-02, 600 steps each, shared 2-core machine at
+load 6-10; base command
+``python -m launch.train --config=launch/configs/vae.py --workdir=W --config.total_steps=600``
+plus the flag shown). None beat the default at this length, so the default
+is unchanged:
+
+==========================================  =====  ====  =======  ======  ======  ==========
+flag                                        FID    IS    entropy  ELBO    MSE     uJ/sample
+==========================================  =====  ====  =======  ======  ======  ==========
+(default: Bernoulli(0.5) prior, FB 0.5)     421.5  1.25  1.36     -216.2  0.0455  4.37
+``--config.model.prior=uniform_rate``       467.6  1.05  0.21     -286.5  0.0557  4.52
+``--config.model.prior=autoregressive`` *   440.0  1.22  1.13     -239.6  0.0580  2.94
+``--config.loss.free_bits=0.2``             462.5  1.05  0.98     -199.0  0.0536  4.51
+==========================================  =====  ====  =======  ======  ======  ==========
+
+(*) stopped by SIGTERM at step 222 and resumed to 600 (bit-identical to an
+uninterrupted run by the loop's resume test). ``--config.loss.free_bits=0.05``
+was stopped at step 350: the encoder fell nearly silent (``fire/enc1`` 0.007),
+KL 11, recon 186 nats (default at 350: KL 57, recon 168). Free bits 0.2
+lowers the KL to the analog twin's range (26 nats) and gives the best test
+ELBO, but at 600 steps its samples are worse; every variant's prior samples
+are still blurred average digits at this length. The learned AR prior cuts
+the decoder's firing (latent rate ~9%) but its 2,560 candidate neurons cost
+0.46 uJ per sample themselves. The uniform-rate prior
+(``losses.uniform_rate_kl_per_unit``) did not train well in 600 steps.
+A decoder spike penalty exists (``config.loss.spike_weight``, nats per
+spike) but was not measured: no compute was left for it.
+
 History: with the sharper fast-sigmoid surrogate (slope 25) and no free bits
 the posterior collapsed (``fire/enc1`` silent within ~20 steps, KL -> 0, the
 decoder drew the mean digit): Adam turns the tiny but consistent KL gradient
