@@ -1,145 +1,200 @@
-"""Tables and figures of GAN runs (the ``metrics.jsonl`` that ``launch.train`` writes).
+"""Tables, sample grids and sweep plots of GAN runs (``results/gan.md``).
 
-    python -m launch.gan_report --runs=NAME=DIR,NAME=DIR --out=results/gan \
-        [--t_runs=4=DIR,8=DIR,16=DIR] [--p_runs=0.2=DIR,0.5=DIR,uniform=DIR]
+    python -m launch.gan_report --rows=NAME=DIR,NAME=DIR,... --headline=NAME --analog=NAME \
+        [--t_runs=DIR,DIR,...] [--p_runs=LABEL=DIR,...] [--walk=results/gan/walk.png] \
+        [--notes=results/gan/notes.md] --out=results/gan.md --figures=results/gan
 
-``DIR`` is a run folder, or a seed-sweep folder whose ``seed_<k>/`` runs are
-averaged (mean +- standard deviation over seeds). Each run's last evaluation
-row is read. Prints a markdown table and copies each run's last sample grid
-(seed 0) to ``<out>/<NAME>.png``; ``--t_runs`` / ``--p_runs`` draw feature FID
-and class entropy against the number of time steps T / the noise firing
-probability p into ``<out>/quality_vs_T.png`` / ``quality_vs_p.png``.
+Each ``--rows`` entry is a run folder or a seed-sweep folder (``seed_<k>/``
+runs, summarised as mean +- std), read by :mod:`launch.reporting`. The target
+check compares ``--headline`` (the default spiking GAN) with ``--analog``
+(its analog twin at the same number of steps). ``--t_runs`` (differing in
+``model.num_steps``) and ``--p_runs`` (``LABEL=DIR``, e.g. ``0.2=DIR``)
+give the plots of quality against T and against the noise firing
+probability. ``--walk`` embeds a latent-walk picture made by
+``launch.gan_walk``; ``--notes`` (markdown) is copied in after the tables.
 """
 
 from __future__ import annotations
 
-import glob
-import json
 import os
-import re
-import shutil
-import sys
 
-import numpy as np
 from absl import app, flags
 
-_RUNS = flags.DEFINE_string("runs", None, "Comma-separated NAME=run_or_sweep_dir pairs: the table rows.")
-_T_RUNS = flags.DEFINE_string("t_runs", "", "Comma-separated T=run_dir pairs for the quality-vs-T plot.")
-_P_RUNS = flags.DEFINE_string("p_runs", "", "Comma-separated p=run_dir pairs for the quality-vs-p plot.")
-_OUT = flags.DEFINE_string("out", "results/gan", "Folder for the PNG figures.")
-flags.mark_flags_as_required(["runs"])
+from launch import reporting
+from launch.reporting import cell, load_entry, mean_std, run_summary
 
-# (column title, metrics.jsonl key, format, scale)
+_ROWS = flags.DEFINE_string("rows", None, "Comma-separated NAME=DIR (run folder or seed-sweep folder).")
+_HEADLINE = flags.DEFINE_string("headline", None, "Row NAME of the default spiking GAN (target check).")
+_ANALOG = flags.DEFINE_string("analog", None, "Row NAME of its analog twin at the same number of steps.")
+_T_RUNS = flags.DEFINE_string("t_runs", "", "Comma-separated run folders differing in model.num_steps (T).")
+_P_RUNS = flags.DEFINE_string("p_runs", "", "Comma-separated LABEL=DIR runs differing in the noise firing probability.")
+_WALK = flags.DEFINE_string("walk", "", "PNG of a latent walk (launch.gan_walk) to show.")
+_NOTES = flags.DEFINE_string("notes", "", "Markdown file appended after the tables.")
+_OUT = flags.DEFINE_string("out", "results/gan.md", "Markdown file to write.")
+_FIGURES = flags.DEFINE_string("figures", "results/gan", "Folder for the PNG figures.")
+flags.mark_flags_as_required(["rows"])
+
+# Targets of issue 6 on mnist5k.
+TARGET_ENTROPY = 2.2
+TARGET_RECALL = 0.5
+ENERGY_FRACTION = 1.0 / 3.0
+
+# (column title, metrics key, format)
 COLUMNS = (
-    ("feature FID", "eval/fid", "{:.1f}", 1.0),
-    ("IS", "eval/inception_score", "{:.2f}", 1.0),
-    ("precision", "eval/precision", "{:.2f}", 1.0),
-    ("recall", "eval/recall", "{:.2f}", 1.0),
-    ("class entropy", "eval/class_entropy", "{:.2f}", 1.0),
-    ("spikes/sample", "energy/spikes_per_sample", "{:.0f}", 1.0),
-    ("energy uJ/sample", "energy/energy_pj", "{:.2f}", 1e-6),
+    ("feature FID", "eval/fid", "{:.1f}"),
+    ("IS", "eval/inception_score", "{:.2f}"),
+    ("precision", "eval/precision", "{:.2f}"),
+    ("recall", "eval/recall", "{:.2f}"),
+    ("class entropy", "eval/class_entropy", "{:.2f}"),
+    ("spikes / sample", "energy/spikes_per_sample", "{:.0f}"),
+    ("energy uJ / sample", "energy_uj", "{:.2f}"),
+    ("train s", "train_s", "{:.0f}"),
 )
 
 
-def _fail(message: str) -> None:
-    print(f"launch.gan_report: error: {message}", file=sys.stderr)
-    sys.exit(2)
+def describe(config: dict) -> list[str]:
+    """Generator, discriminator and T of a run, for the table."""
+    m = config["model"]
+    if m["name"] == "analog_gan":
+        return ["analog (Gaussian noise)", "analog", "-"]
+    noise = "U(0,1) rates" if m.get("noise_rates") == "uniform" else f"p = {m['noise_p']}"
+    gen = f"spiking, {m['generator']['readout']} readout, {noise}"
+    d = m["discriminator"]
+    disc = f"spiking, {d['coding']} code" if m["disc"] == "spiking" else "analog"
+    if m["disc"] == "spiking" and d.get("frontend"):
+        disc = "spiking, STDP front end"
+    return [gen, disc, str(m["num_steps"])]
 
 
-def _pairs(text: str, flag: str) -> list[tuple[str, str]]:
-    pairs = []
-    for part in (p for p in text.split(",") if p):
-        if "=" not in part:
-            _fail(f"--{flag}: {part!r} is not NAME=DIR")
-        name, path = part.split("=", 1)
-        pairs.append((name, path))
-    return pairs
+def _command(summary: dict, workdir: str) -> str:
+    m = summary["config"]["model"]
+    variant = "analog" if m["name"] == "analog_gan" else ("hybrid" if m["disc"] == "analog" else None)
+    return reporting.command(summary, workdir, "gan", variant)
 
 
-def run_folders(path: str) -> list[str]:
-    """The run folders of ``path``: its ``seed_<k>/`` folders, or ``path`` itself."""
-    seeds = sorted(glob.glob(os.path.join(path, "seed_*")), key=lambda p: int(re.sub(r"\D", "", os.path.basename(p))))
-    folders = seeds or [path]
-    for f in folders:
-        if not os.path.exists(os.path.join(f, "metrics.jsonl")):
-            _fail(f"{f!r} has no metrics.jsonl; is it a launch.train run folder?")
-    return folders
+def _target_lines(headline: list[dict], analog: list[dict]) -> list[str]:
+    h = {k: mean_std([r[k] for r in headline])[0] for k in ("eval/fid", "eval/class_entropy", "eval/recall", "energy_uj")}
+    a = {k: mean_std([r[k] for r in analog])[0] for k in ("eval/fid", "energy_uj")}
+    verdict = lambda ok: "**met**" if ok else "**missed**"  # noqa: E731
+    return [
+        f"| feature FID <= analog twin's | {h['eval/fid']:.1f} vs {a['eval/fid']:.1f} | {verdict(h['eval/fid'] <= a['eval/fid'])} |",
+        f"| class entropy >= {TARGET_ENTROPY} nats | {h['eval/class_entropy']:.2f} | "
+        f"{verdict(h['eval/class_entropy'] >= TARGET_ENTROPY)} |",
+        f"| recall >= {TARGET_RECALL} | {h['eval/recall']:.2f} | {verdict(h['eval/recall'] >= TARGET_RECALL)} |",
+        f"| energy per generated sample <= 1/3 of the analog twin's | {h['energy_uj']:.2f} vs {a['energy_uj']:.2f} uJ "
+        f"({h['energy_uj'] / a['energy_uj']:.2f}x) | {verdict(h['energy_uj'] <= ENERGY_FRACTION * a['energy_uj'])} |",
+    ]
 
 
-def last_eval(folder: str) -> dict:
-    """The last metrics row holding ``eval/fid``, with the step and the training rate added."""
-    with open(os.path.join(folder, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    evals = [r for r in rows if "eval/fid" in r]
-    if not evals:
-        _fail(f"{folder!r}: no evaluation row (eval/fid) in metrics.jsonl")
-    return evals[-1]
-
-
-def summarize(path: str) -> tuple[dict[str, tuple[float, float]], int, int]:
-    """Mean and standard deviation over seeds of every column; also the step and the seed count."""
-    rows = [last_eval(f) for f in run_folders(path)]
-    stats = {}
-    for _, key, _, scale in COLUMNS:
-        values = [r[key] * scale for r in rows if key in r]
-        if values:
-            stats[key] = (float(np.mean(values)), float(np.std(values)))
-    return stats, int(rows[0]["step"]), len(rows)
-
-
-def _cell(stats, key, fmt) -> str:
-    if key not in stats:
-        return "-"
-    mean, std = stats[key]
-    return fmt.format(mean) + (f" ± {fmt.format(std)}" if std > 0 else "")
-
-
-def table(runs: list[tuple[str, str]]) -> str:
-    lines = ["| run | steps | seeds | " + " | ".join(c[0] for c in COLUMNS) + " |",
-             "|---|---:|---:|" + "---:|" * len(COLUMNS)]
-    for name, path in runs:
-        stats, step, num = summarize(path)
-        lines.append(f"| {name} | {step} | {num} | " + " | ".join(_cell(stats, k, f) for _, k, f, _ in COLUMNS) + " |")
-    return "\n".join(lines)
-
-
-def _curve(pairs, xlabel, out_png):
+def _plot(runs: list[dict], xs: list[str], xlabel: str, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [name for name, _ in pairs]
-    rows = [summarize(path)[0] for _, path in pairs]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    x = np.arange(len(pairs))
-    ax.plot(x, [r["eval/fid"][0] for r in rows], "o-", color="C0")
-    ax.set_ylabel("feature FID", color="C0")
-    ax.set_xticks(x, labels)
-    ax.set_xlabel(xlabel)
-    ax2 = ax.twinx()
-    ax2.plot(x, [r["eval/class_entropy"][0] for r in rows], "s--", color="C1")
-    ax2.set_ylabel("class entropy (nats)", color="C1")
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+    for ax, key, label in zip(axes, ("eval/fid", "eval/class_entropy", "energy_uj"),
+                              ("feature FID", "class entropy (nats)", "energy uJ / sample")):
+        ax.plot(range(len(xs)), [r[key] for r in runs], "o-")
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _sweep_section(title: str, xlabel: str, labelled: list[tuple[str, dict, str]], plot: str, rel) -> list[str]:
+    _plot([r for _, r, _ in labelled], [x for x, _, _ in labelled], xlabel, plot)
+    lines = [f"## {title}", "", f"![{title}]({rel(plot)})", "",
+             f"| {xlabel} | steps | " + " | ".join(c[0] for c in COLUMNS) + " |", "|---:|---:|" + "---:|" * len(COLUMNS)]
+    for x, r, _ in labelled:
+        lines.append(f"| {x} | {r['step']} | " + " | ".join(cell([r], key, fmt) for _, key, fmt in COLUMNS) + " |")
+    return lines + [""]
+
+
+def parse_pairs(spec: str, flag: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in [p for p in spec.split(",") if p.strip()]:
+        if "=" not in part:
+            raise ValueError(f"--{flag} entry {part!r} is not NAME=DIR")
+        name, path = part.split("=", 1)
+        pairs.append((name.strip(), path.strip()))
+    return pairs
+
+
+def build(entries, headline, analog, t_runs, p_runs, walk, notes, out, figures) -> str:
+    """Writes the figures into ``figures`` and returns the markdown (also written to ``out``)."""
+    if not entries:
+        raise ValueError("--rows is empty")
+    os.makedirs(figures, exist_ok=True)
+    loaded = [(name, path, load_entry(path)) for name, path in entries]
+    by_name = {name: runs for name, _, runs in loaded}
+    for flag, name in (("--headline", headline), ("--analog", analog)):
+        if name and name not in by_name:
+            raise ValueError(f"{flag}={name!r} is not a NAME of --rows ({', '.join(by_name)})")
+    rel = lambda p: os.path.relpath(p, os.path.dirname(os.path.abspath(out)) or ".")  # noqa: E731
+    lines = ["# Spiking GAN on mnist5k", "",
+             "Written by `python -m launch.gan_report` (see its docstring) from the run folders below; values "
+             "are mean ± std over seeds where a row has several. Sample quality: 1,000 samples of the generator "
+             "EMA scored in the feature space of the project's mnist5k classifier "
+             "(`jaxspike.metrics.evaluate_samples`) against the 1,000 test digits; energy: one generator pass "
+             "per sample at 0.9 pJ/AC, 4.6 pJ/MAC (`jaxspike.energy`); train s: wall time of training.", ""]
+    if headline and analog:
+        lines += ["## Targets (issue 6)", "", "| target | measured | |", "|---|---|---|",
+                  *_target_lines(by_name[headline], by_name[analog]), ""]
+    lines += ["## Results", "", "| run | generator | discriminator | T | steps | seeds | "
+              + " | ".join(c[0] for c in COLUMNS) + " |", "|" + "---|" * 6 + "---:|" * len(COLUMNS)]
+    for name, _, runs in loaded:
+        lines.append(f"| {name} | " + " | ".join(describe(runs[0]["config"])) + f" | {runs[0]['step']} | {len(runs)} | "
+                     + " | ".join(cell(runs, key, fmt) for _, key, fmt in COLUMNS) + " |")
+    lines.append("")
+    t_summaries = sorted(((run_summary(p), p) for p in t_runs), key=lambda rp: rp[0]["config"]["model"]["num_steps"])
+    if t_summaries:
+        lines += _sweep_section("Sample quality against T", "T",
+                                [(str(r["config"]["model"]["num_steps"]), r, p) for r, p in t_summaries],
+                                os.path.join(figures, "quality_vs_T.png"), rel)
+    p_summaries = [(label, run_summary(p), p) for label, p in p_runs]
+    if p_summaries:
+        lines += _sweep_section("Sample quality against the noise firing probability", "noise p", p_summaries,
+                                os.path.join(figures, "quality_vs_p.png"), rel)
+    if walk:
+        lines += ["## Latent walk", "", "Each row interpolates the noise units' firing probabilities between two "
+                  "random vectors in [0, 1]^Z (`launch.gan_walk`).", "", f"![latent walk]({rel(walk)})", ""]
+    lines += ["## Samples", "", "Samples of each row's first seed at its last evaluation.", ""]
+    for name, _, runs in loaded:
+        slug = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+        grid = reporting.copy_grid(runs[0], "samples", os.path.join(figures, f"{slug}.png"))
+        if grid:
+            lines += [f"**{name}**: ![{name} samples]({rel(grid)})", ""]
+    if notes:
+        with open(notes) as f:
+            lines += [f.read().rstrip(), ""]
+    lines += ["## Commands", "", "Each run's training command, rebuilt from its `config.json` (flags that differ "
+              "from the config file):", ""]
+    for name, path, runs in loaded:
+        for r in runs:
+            lines.append(f"- {name}: `{_command(r, r['dir'])}`")
+    for r, p in t_summaries:
+        lines.append(f"- T sweep: `{_command(r, p)}`")
+    for label, r, p in p_summaries:
+        lines.append(f"- p = {label}: `{_command(r, p)}`")
+    text = "\n".join(lines) + "\n"
+    with open(out, "w") as f:
+        f.write(text)
+    return text
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-    runs = _pairs(_RUNS.value, "runs")
-    os.makedirs(_OUT.value, exist_ok=True)
-    print(table(runs))
-    for name, path in runs:
-        grids = sorted(glob.glob(os.path.join(run_folders(path)[0], "samples_*.png")),
-                       key=lambda p: int(re.sub(r"\D", "", os.path.basename(p))))
-        if grids:
-            shutil.copyfile(grids[-1], os.path.join(_OUT.value, f"{name}.png"))
-    if _T_RUNS.value:
-        _curve(_pairs(_T_RUNS.value, "t_runs"), "time steps T", os.path.join(_OUT.value, "quality_vs_T.png"))
-    if _P_RUNS.value:
-        _curve(_pairs(_P_RUNS.value, "p_runs"), "noise firing probability p", os.path.join(_OUT.value, "quality_vs_p.png"))
+    try:
+        build(parse_pairs(_ROWS.value, "rows"), _HEADLINE.value, _ANALOG.value,
+              [p for p in _T_RUNS.value.split(",") if p.strip()], parse_pairs(_P_RUNS.value, "p_runs"),
+              _WALK.value, _NOTES.value, _OUT.value, _FIGURES.value)
+    except (ValueError, FileNotFoundError) as err:
+        raise app.UsageError(str(err)) from None
+    print(f"wrote {_OUT.value} and figures in {_FIGURES.value}")
 
 
 if __name__ == "__main__":

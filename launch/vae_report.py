@@ -20,13 +20,12 @@ after the tables.
 
 from __future__ import annotations
 
-import glob
-import json
-import math
 import os
-import shutil
 
 from absl import app, flags
+
+from launch import reporting
+from launch.reporting import cell, load_entry, mean_std, run_summary
 
 _ROWS = flags.DEFINE_string("rows", None, "Comma-separated NAME=DIR (run folder or seed-sweep folder).")
 _HEADLINE = flags.DEFINE_string("headline", None, "Row NAME of the default spiking VAE (target check).")
@@ -56,87 +55,10 @@ COLUMNS = (
 )
 
 
-def read_rows(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def run_summary(run_dir: str) -> dict:
-    """The last evaluation of one run folder, plus its config and training time."""
-    rows = read_rows(os.path.join(run_dir, "metrics.jsonl"))
-    evals = [r for r in rows if "eval/fid" in r]
-    if not evals:
-        raise ValueError(f"{run_dir}/metrics.jsonl has no evaluation row (eval/fid); was eval_every > 0?")
-    last = dict(evals[-1])
-    train = [r for r in rows if "time/elapsed_s" in r and r["step"] <= last["step"]]
-    last["train_s"] = train[-1]["time/elapsed_s"] if train else float("nan")
-    last["energy_uj"] = last["energy/energy_pj"] / 1e6
-    with open(os.path.join(run_dir, "config.json")) as f:
-        last["config"] = json.load(f)
-    last["dir"] = run_dir
-    return last
-
-
-def load_entry(path: str) -> list[dict]:
-    """One summary per seed: ``path`` is a run folder or a sweep folder of ``seed_<k>/`` runs."""
-    if os.path.exists(os.path.join(path, "metrics.jsonl")):
-        return [run_summary(path)]
-    seeds = sorted(glob.glob(os.path.join(path, "seed_*")), key=lambda p: int(p.rsplit("_", 1)[1]))
-    if not seeds:
-        raise ValueError(f"{path} holds neither metrics.jsonl nor seed_<k>/ runs")
-    return [run_summary(p) for p in seeds]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
-
-
-def cell(runs: list[dict], key: str, fmt: str) -> str:
-    values = [r[key] for r in runs if key in r]
-    if not values:
-        return "-"
-    mean, std = mean_std(values)
-    return fmt.format(mean) + (f" ± {fmt.format(std)}" if len(values) > 1 else "")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        name = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            out.update(_flatten(v, name))
-        else:
-            out[name] = v
-    return out
-
-
 def command(summary: dict, workdir: str) -> str:
-    """``launch.train`` command of a run: the config fields that differ from the config file's."""
-    from launch.configs import vae as vae_config
-
-    cfg = summary["config"]
-    analog = cfg["model"]["name"] == "analog_vae"
-    base = _flatten(vae_config.get_config("analog" if analog else None).to_dict())
-    ran = _flatten({k: v for k, v in cfg.items() if k not in ("image_shape", "num_train", "num_devices")})
-    flags_ = []
-    for name, value in sorted(ran.items()):
-        if name in ("progress", "seed", "seeds"):
-            continue
-        default = base.get(name)
-        same = (list(default) if isinstance(default, tuple) else default) == value
-        if not same:
-            text = ",".join(map(str, value)) if isinstance(value, list) else value
-            flags_.append(f"--config.{name}={text}")
-    seeds = cfg.get("seeds") or ""
-    if seeds:
-        flags_.append(f"--seeds={seeds}")
-    elif cfg.get("seed", 0):
-        flags_.append(f"--config.seed={cfg['seed']}")
-    variant = ":analog" if analog else ""
-    return " ".join([f"python -m launch.train --config=launch/configs/vae.py{variant} --workdir={workdir}", *flags_])
+    """``launch.train`` command of a VAE run (flags that differ from ``launch/configs/vae.py``)."""
+    analog = summary["config"]["model"]["name"] == "analog_vae"
+    return reporting.command(summary, workdir, "vae", "analog" if analog else None)
 
 
 def _target_lines(headline: list[dict], analog: list[dict]) -> list[str]:
@@ -173,14 +95,6 @@ def _plot_tsweep(runs: list[dict], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def _copy_grid(summary: dict, kind: str, dest: str) -> str | None:
-    src = os.path.join(summary["dir"], f"{kind}_{summary['step']}.png")
-    if not os.path.exists(src):
-        return None
-    shutil.copyfile(src, dest)
-    return dest
 
 
 def build(entries: list[tuple[str, str]], headline: str | None, analog: str | None, tsweep: list[str],
@@ -230,12 +144,12 @@ def build(entries: list[tuple[str, str]], headline: str | None, analog: str | No
               "headline row, test digits next to their reconstructions).", ""]
     for name, _, runs in loaded:
         slug = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
-        grid = _copy_grid(runs[0], "samples", os.path.join(figures, f"{slug}_samples.png"))
+        grid = reporting.copy_grid(runs[0], "samples", os.path.join(figures, f"{slug}_samples.png"))
         if grid:
             lines.append(f"**{name}**: ![{name} samples]({rel(grid)})")
             lines.append("")
         if name == headline:
-            rec = _copy_grid(runs[0], "recons", os.path.join(figures, f"{slug}_recons.png"))
+            rec = reporting.copy_grid(runs[0], "recons", os.path.join(figures, f"{slug}_recons.png"))
             if rec:
                 lines += [f"**{name}, reconstructions**: ![{name} reconstructions]({rel(rec)})", ""]
     if notes:

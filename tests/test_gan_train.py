@@ -182,20 +182,31 @@ def test_latent_walk_interpolates_firing_probabilities(gan_run):
     assert np.abs(images[0] - images[5]).max() > 0 and np.abs(images[0] - images[4]).max() > 0
 
 
-def test_gan_report_averages_seeds(tmp_path):
+def test_gan_report_averages_seeds_and_checks_targets(tmp_path):
+    def fake_run(folder, fid, energy_pj, **overrides):
+        folder.mkdir(parents=True)
+        config = smoke("analog" if overrides.pop("analog", False) else "smoke", **overrides).to_dict()
+        (folder / "config.json").write_text(json.dumps({**config, "image_shape": [28, 28, 1]}))
+        rows = [{"step": 10, "d_loss": 1.0, "time/elapsed_s": 5.0},
+                {"step": 10, "eval/fid": fid, "eval/class_entropy": 2.25, "eval/recall": 0.6,
+                 "energy/energy_pj": energy_pj}]
+        (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
     for seed, fid in enumerate((100.0, 120.0)):
-        run = tmp_path / "sweep" / f"seed_{seed}"
-        run.mkdir(parents=True)
-        rows = [{"step": 10, "d_loss": 1.0},
-                {"step": 20, "eval/fid": fid, "eval/class_entropy": 2.0, "energy/energy_pj": 2e6}]
-        (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        fake_run(tmp_path / "spiking" / f"seed_{seed}", fid, 0.5e6, seed=seed)
+    fake_run(tmp_path / "analog", 130.0, 2e6, analog=True)
+    out = tmp_path / "gan.md"
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "launch.gan_report", f"--runs=spiking={tmp_path / 'sweep'}", f"--out={tmp_path / 'fig'}"]
+    cmd = [sys.executable, "-m", "launch.gan_report", f"--rows=spk={tmp_path / 'spiking'},ana={tmp_path / 'analog'}",
+           "--headline=spk", "--analog=ana", f"--out={out}", f"--figures={tmp_path / 'fig'}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    row = proc.stdout.splitlines()[2]
-    assert row.startswith("| spiking | 20 | 2 | 110.0 ± 10.0 |"), row
-    assert row.endswith("| 2.00 |")  # energy: 2e6 pJ = 2 uJ
-    proc = subprocess.run(cmd[:3] + [f"--runs=x={tmp_path / 'missing'}"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 2 and "has no metrics.jsonl" in proc.stderr
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| spk |"))
+    assert "| 10 | 2 | 110.0 ± 14.1 |" in row and "| 0.50 ± 0.00 |" in row  # sample std; 0.5e6 pJ = 0.5 uJ
+    assert "| feature FID <= analog twin's | 110.0 vs 130.0 | **met** |" in text
+    assert "(0.25x) | **met** |" in text and "| recall >= 0.5 | 0.60 | **met** |" in text
+    assert "--config.seed=1" in text  # each seed's command
+    proc = subprocess.run(cmd[:3] + [f"--rows=x={tmp_path / 'missing'}", f"--out={out}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "neither metrics.jsonl nor seed_<k>/" in proc.stderr
