@@ -32,34 +32,28 @@ Evaluation (``eval_every``) logs feature FID, class entropy and the
 generator's energy report, and flags ``mode_collapse`` when the class
 entropy of the samples falls below ``mode_collapse_entropy`` nats.
 
-Expected (measured 2026-11-28, 2 CPU cores shared with other jobs, jax 0.10.2;
-``eval`` = 1000 EMA samples, feature FID / class entropy from the mnist5k
-classifier of :mod:`jaxspike.metrics`):
+Measured (2026-12-02, 2 CPU cores shared with other jobs, jax 0.10.2; every
+row 1,000 steps, 1,000 EMA samples scored by :mod:`jaxspike.metrics`; the
+tables, seeds and commands are in ``results/gan.md``, written by
+``launch.gan_report``):
 
-* default (spiking G + spiking rate-coded D, T=8, R1 10, EMA 0.99): 3000
-  steps in 215 s of training (14 steps/s; 8 steps/s under load), ~4 min wall
-  with three evaluations. The losses stay balanced (step 3000: d_loss 1.06,
-  g_loss 1.05, d_real 0.58, d_fake -0.53), but the generator **collapses to one
-  image**: the spread of its samples across noise draws is 0.0014 (pixel std),
-  class entropy 0.0 nats at steps 1000/2000/3000, FID 436 / 422 / 443 (so
-  ``mode_collapse: true`` in every eval row). Energy of one generated sample
-  at step 3000: 2804 spikes, 1.88 uJ. NOT a good generator yet.
-* without R1 (``--config.loss.r1_gamma=0``) the spiking D wins within ~300
-  steps (d_loss 2e-4, g_loss 9.4 at 3000) and G collapses as well (FID 436);
-  a latency-coded D (``--config.model.discriminator.coding=latency``) with R1
-  10 is also won by D (d_loss 0.009 at 1500 steps, FID 483); T=4 with
-  ``noise_p=0.2`` (53 steps/s) stays balanced but collapses too (FID 423),
-  and so does T=16 (11 steps/s, 1500 steps, FID 437).
-* ``hybrid`` (spiking G, analog D, R1 1): 1500 steps in 37 s, class entropy
-  1.95 nats (no collapse), FID 287: the spiking generator can make varied
-  images when the discriminator sees exact pixels.
-* ``analog`` (R1 1): 1500 steps in 29 s, FID 103, class entropy 2.18 nats
-  (R1 10: FID 121; R1 0: collapse, FID 459 - R1 is what makes these train).
+* default (spiking G with per-sample uniform noise rates + spiking
+  rate-coded D with minibatch std, T=8, R1 10, EMA 0.99): ~275 s of training
+  (3.6 steps/s contended; ~14 steps/s on an idle machine). It still
+  **collapses to one image**: FID 432, class entropy 0.0, recall 0.0, flagged
+  ``mode_collapse``; 3,437 spikes = 2.30 uJ per sample (analog twin 2.52 uJ).
+* ``--config.model.generator.readout=first_spike
+  --config.model.discriminator.coding=latency`` (temporal coding): collapses
+  too (FID 508, entropy 0.02), 1.41 uJ per sample.
+* ``hybrid`` (spiking G, analog D, R1 1): FID 290, class entropy 1.99, 82 s;
+  with the first-spike readout FID 192, entropy 1.29, 1.10 uJ per sample.
+* ``analog`` (R1 1): FID 140.5 +- 2.0 over 3 seeds, entropy 2.16, 64 s
+  (the previous session's 1,500-step run: FID 103).
 
-Reading: the spiking D sees the image through a Bernoulli rate code, whose
-sampling noise hides sample-to-sample differences, so it does not punish a
-generator that ignores its (time-i.i.d.) noise spikes. Worth trying next:
-a longer T in D or latency coding with a tuned R1, minibatch statistics in D.
+What was tried against the collapse (uniform noise rates, minibatch std, a
+deterministic ``regular`` rate code, the latency code, the arctan surrogate,
+R1 1/10, a generator activity penalty ``loss.g_rate_penalty``, trainable
+neurons ``model.learn_neuron``) and what it showed is in ``results/gan.md``.
 """
 
 from __future__ import annotations
