@@ -40,13 +40,14 @@ tables, seeds and commands are in ``results/gan.md``, written by
 * default (spiking G with per-sample uniform noise rates + spiking
   rate-coded D with minibatch std, T=8, R1 10, EMA 0.99): ~275 s of training
   (3.6 steps/s contended; ~14 steps/s on an idle machine). It still
-  **collapses to one image**: FID 432, class entropy 0.0, recall 0.0, flagged
-  ``mode_collapse``; 3,437 spikes = 2.30 uJ per sample (analog twin 2.52 uJ).
+  **collapses to one image**: FID 432.8 +- 0.5 over 3 seeds, class entropy
+  0.0, recall 0.0, flagged ``mode_collapse``; ~3,600 spikes = 2.44 uJ per
+  sample (analog twin 2.52 uJ).
 * ``--config.model.generator.readout=first_spike
   --config.model.discriminator.coding=latency`` (temporal coding): collapses
-  too (FID 508, entropy 0.02), 1.41 uJ per sample.
-* ``hybrid`` (spiking G, analog D, R1 1): FID 290, class entropy 1.99, 82 s;
-  with the first-spike readout FID 192, entropy 1.29, 1.10 uJ per sample.
+  too (FID 506, entropy 0.03), 1.49 uJ per sample.
+* ``hybrid`` (spiking G, analog D, R1 1): FID 288, class entropy 1.97, 84 s;
+  with the first-spike readout FID 205, entropy 1.14, 1.09 uJ per sample.
 * ``analog`` (R1 1): FID 140.5 +- 2.0 over 3 seeds, entropy 2.16, 64 s
   (the previous session's 1,500-step run: FID 103).
 
