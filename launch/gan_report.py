@@ -113,16 +113,6 @@ def _sweep_section(title: str, xlabel: str, labelled: list[tuple[str, dict, str]
     return lines + [""]
 
 
-def parse_pairs(spec: str, flag: str) -> list[tuple[str, str]]:
-    pairs = []
-    for part in [p for p in spec.split(",") if p.strip()]:
-        if "=" not in part:
-            raise ValueError(f"--{flag} entry {part!r} is not NAME=DIR")
-        name, path = part.split("=", 1)
-        pairs.append((name.strip(), path.strip()))
-    return pairs
-
-
 def build(entries, headline, analog, t_runs, p_runs, walk, notes, out, figures) -> str:
     """Writes the figures into ``figures`` and returns the markdown (also written to ``out``)."""
     if not entries:
@@ -189,8 +179,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
     try:
-        build(parse_pairs(_ROWS.value, "rows"), _HEADLINE.value, _ANALOG.value,
-              [p for p in _T_RUNS.value.split(",") if p.strip()], parse_pairs(_P_RUNS.value, "p_runs"),
+        build(reporting.parse_pairs(_ROWS.value, "rows"), _HEADLINE.value, _ANALOG.value,
+              [p for p in _T_RUNS.value.split(",") if p.strip()], reporting.parse_pairs(_P_RUNS.value, "p_runs"),
               _WALK.value, _NOTES.value, _OUT.value, _FIGURES.value)
     except (ValueError, FileNotFoundError) as err:
         raise app.UsageError(str(err)) from None

@@ -16,6 +16,17 @@ import os
 import shutil
 
 
+def parse_pairs(spec: str, flag: str) -> list[tuple[str, str]]:
+    """``"NAME=DIR,NAME=DIR"`` -> ``[(NAME, DIR), ...]``; ``flag`` names the flag in errors."""
+    pairs = []
+    for part in [p for p in spec.split(",") if p.strip()]:
+        if "=" not in part:
+            raise ValueError(f"--{flag} entry {part!r} is not NAME=DIR")
+        name, path = part.split("=", 1)
+        pairs.append((name.strip(), path.strip()))
+    return pairs
+
+
 def read_rows(path: str) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -168,12 +168,7 @@ def build(entries: list[tuple[str, str]], headline: str | None, analog: str | No
 
 
 def parse_rows(spec: str) -> list[tuple[str, str]]:
-    entries = []
-    for part in [p for p in spec.split(",") if p.strip()]:
-        if "=" not in part:
-            raise ValueError(f"--rows entry {part!r} is not NAME=DIR")
-        name, path = part.split("=", 1)
-        entries.append((name.strip(), path.strip()))
+    entries = reporting.parse_pairs(spec, "rows")
     if not entries:
         raise ValueError("--rows is empty")
     return entries

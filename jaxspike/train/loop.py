@@ -380,15 +380,13 @@ def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[in
     m, o = config.model, config.optimizer
     image_shape = tuple(int(x) for x in image_shape)
     generator, discriminator = make_gan_models(config, image_shape)
-    group = int(m.discriminator.get("mbstd_group", 0))
     g_tx = make_optimizer(o, o.g_learning_rate)
     d_tx = make_optimizer(o, o.d_learning_rate)
-    example = {"image": jax.ShapeDtypeStruct((max(2, group),) + image_shape, jnp.float32)}
     macs = None
     try:
         # Shapes only: module errors (bad widths for the image size, ...) surface here as ConfigErrors.
         abstract = jax.eval_shape(
-            lambda k: gan_objective.init_gan_state(generator, discriminator, k, jnp.zeros(example["image"].shape),
+            lambda k: gan_objective.init_gan_state(generator, discriminator, k, _example_batch(config, image_shape)["image"],
                                                    g_tx, d_tx),
             jax.random.key(0),
         )
