@@ -17,7 +17,8 @@ Two ways to run a layer over time give identical spikes:
 ``hoist=None`` (default) hoists unless each step's product has at least
 :data:`HOIST_BELOW_ROWS` rows (batch x spatial positions) *and* the
 ``[T, B, N]`` currents exceed :data:`HOIST_MAX_BYTES`; ``remat_chunk`` always
-runs per step (see ``bench/lif_layer.py`` and README.md for the measurements
+runs per step. ``current_norm=True`` standardises each example's current at
+each step before the cell (:func:`_normalise_current`) (see ``bench/lif_layer.py`` and README.md for the measurements
 behind this).
 
 Each layer returns ``(outputs, aux)``. ``aux`` holds per-example counts the
@@ -132,6 +133,7 @@ class _SpikingLayer(nn.Module):
     remat_chunk: int = 0
     unroll: int = 1
     input_kind: str = "spikes"
+    current_norm: bool = False
 
     feature_ndim = 1
 
@@ -205,10 +207,18 @@ class _SpikingLayer(nn.Module):
             hoist = not self.remat_chunk and (rows < HOIST_BELOW_ROWS or current_bytes <= HOIST_MAX_BYTES)
         # A non-spiking cell (leaky integrator readout) emits membranes, not spikes.
         counts_spikes = cell.name != "leaky_integrator"
+        if self.current_norm:
+            n_feat = out_shape[-1]
+            norm = {
+                "scale": self.param("norm_scale", nn.initializers.ones_init(), (n_feat,)),
+                "offset": self.param("norm_offset", nn.initializers.zeros_init(), (n_feat,)),
+            }
 
         def step(carry, inp):
             st, count = carry
             current = inp if hoist else self._synapse(params, inp)
+            if self.current_norm:
+                current = _normalise_current(current, norm)
             st, spikes = cell.step(cell_params, st, current)
             if counts_spikes:
                 count = count + jnp.sum(spikes.reshape(batch, -1), axis=1)
@@ -228,7 +238,26 @@ class _SpikingLayer(nn.Module):
             "firing_rate": count / (num_steps * float(np.prod(out_shape))),
             **self._counts(x_seq, params, out_shape, num_steps),
         }
+        if self.current_norm:  # mean, variance, scale and shift: counted as 4 MACs per neuron and step
+            aux["macs"] = aux["macs"] + 4.0 * float(np.prod(out_shape)) * num_steps
         return spikes, aux
+
+
+def _normalise_current(current: Array, norm: dict) -> Array:
+    """Per-example, per-step normalisation of a layer's input current.
+
+    Each example's current at each step is standardised over all its neurons
+    (features and positions) and rescaled by a learned per-feature
+    ``scale`` and ``offset``, as layer normalisation (Ba et al. 2016) does for
+    pre-activations. It keeps the membrane drive near the threshold whatever
+    the weights learn, the job threshold-dependent batch norm does for deep
+    SNNs (Zheng et al. 2021, "Going deeper with directly-trained larger
+    spiking neural networks"), without batch statistics at sampling time.
+    """
+    axes = tuple(range(1, current.ndim))
+    mean = jnp.mean(current, axis=axes, keepdims=True)
+    var = jnp.var(current, axis=axes, keepdims=True)
+    return (current - mean) * jax.lax.rsqrt(var + 1e-5) * norm["scale"] + norm["offset"]
 
 
 class SpikingDense(_SpikingLayer):

@@ -30,7 +30,7 @@ def test_noise_spike_frequencies_follow_p():
     np.testing.assert_allclose(z.mean(axis=(0, 1)), per_unit, atol=0.02)
 
 
-@pytest.mark.parametrize("coding", ["rate", "regular", "latency"])
+@pytest.mark.parametrize("coding", ["rate", "regular", "latency", "direct"])
 @pytest.mark.parametrize("readout", ["membrane", "rate", "first_spike"])
 def test_generator_gets_gradients_through_spiking_discriminator(coding, readout):
     G = gan.SpikingGenerator(**TINY_G, readout=readout, threshold=0.5)
@@ -46,6 +46,21 @@ def test_generator_gets_gradients_through_spiking_discriminator(coding, readout)
     grads = jax.grad(g_obj)(state.g_params)
     norms = [float(jnp.linalg.norm(g)) for g in jax.tree_util.tree_leaves(grads)]
     assert all(np.isfinite(norms)) and sum(norms) > 0
+
+
+def test_direct_coding_feeds_pixels_as_currents_and_counts_macs():
+    D = gan.SpikingDiscriminator(**TINY_D, coding="direct", threshold=0.5)
+    real = _real(4)
+    params = D.init(jax.random.key(0), real, jax.random.key(1))["params"]
+    logits, aux = D.apply({"params": params}, real, jax.random.key(2))
+    _, aux_other_key = D.apply({"params": params}, real, jax.random.key(3))
+    np.testing.assert_array_equal(aux["d0"]["spike_count"], aux_other_key["d0"]["spike_count"])  # no sampling
+    lit = np.asarray((real != 0).reshape(4, -1).sum(1), np.float32)
+    # the first layer multiplies real-valued pixels: T * lit pixels * fan-out (+ bias adds) MACs, no synops
+    np.testing.assert_allclose(aux["d0"]["macs"], 4 * lit * 32 + 4 * 32)
+    assert float(jnp.sum(aux["d0"]["synops"])) == 0.0 and float(jnp.sum(aux["d1"]["macs"])) == 0.0
+    g = jax.grad(lambda x: jnp.sum(D.apply({"params": params}, x, jax.random.key(2))[0]))(real)
+    assert float(jnp.sum(jnp.abs(g))) > 0
 
 
 def test_latency_code_is_single_spike_and_differentiable():

@@ -153,3 +153,21 @@ def test_default_lif_matches_snntorch_spike_counts(T, B, expected):
         spikes, aux = layer.clone(hoist=hoist).apply({"params": {"kernel": jnp.asarray(w)}}, jnp.asarray(x))
         assert int(spikes.sum()) == expected
         assert int(aux["spike_count"].sum()) == expected
+
+
+@pytest.mark.parametrize("hoist", [True, False])
+def test_current_norm_makes_spikes_invariant_to_weight_scale(hoist):
+    x = (jax.random.uniform(jax.random.key(0), (6, 3, 20)) < 0.4).astype(jnp.float32)
+    layer = layers.SpikingDense(16, cell=cells.lif(0.9, 0.5), current_norm=True, hoist=hoist)
+    params = layer.init(jax.random.key(1), x)["params"]
+    assert params["norm_scale"].shape == (16,) and params["norm_offset"].shape == (16,)
+    s1, aux = layer.apply({"params": params}, x)
+    big = dict(params, kernel=params["kernel"] * 100.0)  # runaway weights: same spikes after the norm
+    s2, _ = layer.apply({"params": big}, x)
+    np.testing.assert_array_equal(s1, s2)
+    rate = float(jnp.mean(s1))
+    assert 0.05 < rate < 0.6  # standardised drive: neither silent nor saturated
+    _, aux_plain = layers.SpikingDense(16, cell=cells.lif(0.9, 0.5), hoist=hoist).apply({"params": params}, x)
+    np.testing.assert_allclose(aux["macs"] - aux_plain["macs"], 4.0 * 16 * 6)  # 4 MACs per neuron and step
+    g = jax.grad(lambda p: jnp.sum(layer.apply({"params": p}, x)[0] * jnp.arange(16.0)))(params)
+    assert float(jnp.sum(jnp.abs(g["norm_scale"]))) > 0 and float(jnp.sum(jnp.abs(g["norm_offset"]))) > 0

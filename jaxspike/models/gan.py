@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 READOUTS = ("membrane", "rate", "first_spike")
-CODINGS = ("rate", "regular", "latency")
+CODINGS = ("rate", "regular", "latency", "direct")
 ARCHS = ("mlp", "conv")
 
 
@@ -148,6 +148,9 @@ class SpikingGenerator(nn.Module):
       readout: one of :data:`READOUTS`.
       beta, threshold, slope: LIF constants; ``learn_neuron`` trains per-neuron
         beta and threshold (snnTorch-style trainable hyper-parameters).
+      current_norm: standardise each hidden layer's input current per example
+        and step (:class:`jaxspike.layers.SpikingDense`), so that its neurons
+        can neither saturate nor fall silent as the weights grow.
     """
 
     num_steps: int = 16
@@ -164,6 +167,7 @@ class SpikingGenerator(nn.Module):
     surrogate: str = "fast_sigmoid"
     slope: float = 25.0
     learn_neuron: bool = False
+    current_norm: bool = False
     hoist: bool | None = None
 
     def setup(self):
@@ -179,7 +183,9 @@ class SpikingGenerator(nn.Module):
         cell = _lif(self)
         drive = nn.initializers.constant(0.5 * self.threshold)
         if self.arch == "mlp":
-            self.hidden_layers = [layers.SpikingDense(n, cell=cell, hoist=self.hoist) for n in self.hidden]
+            self.hidden_layers = [
+                layers.SpikingDense(n, cell=cell, hoist=self.hoist, current_norm=self.current_norm) for n in self.hidden
+            ]
             if self.readout == "membrane":
                 self.out_layer = layers.DenseReadout(h * w * c, mode="mean", beta=0.0)
             else:
@@ -187,9 +193,15 @@ class SpikingGenerator(nn.Module):
         else:
             if h % 4 or w % 4:
                 raise ValueError(f"the conv generator needs H and W divisible by 4, got {self.image_shape}")
-            self.hidden_layers = [layers.SpikingDense((h // 4) * (w // 4) * self.channels[0], cell=cell, hoist=self.hoist)]
+            self.hidden_layers = [
+                layers.SpikingDense(
+                    (h // 4) * (w // 4) * self.channels[0], cell=cell, hoist=self.hoist, current_norm=self.current_norm
+                )
+            ]
             self.deconvs = [
-                layers.SpikingConvTranspose(ch, kernel_size=4, strides=2, cell=cell, hoist=self.hoist)
+                layers.SpikingConvTranspose(
+                    ch, kernel_size=4, strides=2, cell=cell, hoist=self.hoist, current_norm=self.current_norm
+                )
                 for ch in self.channels[1:]
             ]
             out_cell = cells.leaky_integrator(0.0) if self.readout == "membrane" else cell
@@ -280,7 +292,9 @@ class SpikingDiscriminator(nn.Module):
     Attributes:
       num_steps: ``T``.
       coding: ``"rate"`` (straight-through Bernoulli), ``"regular"``
-        (deterministic rate code, :func:`regular_code_st`) or ``"latency"``.
+        (deterministic rate code, :func:`regular_code_st`), ``"latency"``, or
+        ``"direct"`` (pixels as a constant input current to the first spiking
+        layer, whose synapse then counts MACs; direct input as in Rathi & Roy 2020, "DIET-SNN").
       arch: ``"mlp"`` (``hidden``) or ``"conv"`` (``channels``, stride 2).
       mbstd_group: if >= 2, the readout also gets the :func:`minibatch_std`
         of the last layer's firing rates over groups of this many images, as
@@ -288,6 +302,8 @@ class SpikingDiscriminator(nn.Module):
       frontend: spec of a frozen, input-differentiable STDP front end that
         replaces the coding (:func:`jaxspike.models.stdp_frontend.load`;
         "" = none, MLP only).
+      current_norm: per-example, per-step normalised input currents of the
+        feature layers (see :class:`SpikingGenerator`).
     """
 
     num_steps: int = 16
@@ -303,6 +319,7 @@ class SpikingDiscriminator(nn.Module):
     hoist: bool | None = None
     mbstd_group: int = 0
     frontend: str = ""
+    current_norm: bool = False
 
     def setup(self):
         encoding.check_num_steps(self.num_steps)
@@ -310,10 +327,18 @@ class SpikingDiscriminator(nn.Module):
         _check_choice("arch", self.arch, ARCHS)
         cell = _lif(self)
         if self.arch == "mlp":
-            self.feature_layers = [layers.SpikingDense(n, cell=cell, hoist=self.hoist) for n in self.hidden]
+            kinds = ["analog" if self.coding == "direct" else "spikes"] + ["spikes"] * (len(self.hidden) - 1)
+            self.feature_layers = [
+                layers.SpikingDense(n, cell=cell, hoist=self.hoist, input_kind=k, current_norm=self.current_norm)
+                for n, k in zip(self.hidden, kinds)
+            ]
         else:
             self.feature_layers = [
-                layers.SpikingConv(ch, kernel_size=3, strides=2, cell=cell, hoist=self.hoist) for ch in self.channels
+                layers.SpikingConv(
+                    ch, kernel_size=3, strides=2, cell=cell, hoist=self.hoist, current_norm=self.current_norm,
+                    input_kind="analog" if (i == 0 and self.coding == "direct") else "spikes",
+                )
+                for i, ch in enumerate(self.channels)
             ]
         self.head = layers.DenseReadout(1, mode="mean", beta=0.0)
 
@@ -331,8 +356,10 @@ class SpikingDiscriminator(nn.Module):
             spikes = rate_code_st(key, x, self.num_steps)
         elif self.coding == "regular":
             spikes = regular_code_st(x, self.num_steps)
-        else:
+        elif self.coding == "latency":
             spikes = latency_code_st(x, self.num_steps)
+        else:  # direct: pixel intensities as a constant input current; the first layer spikes
+            spikes = jnp.broadcast_to(x[None], (self.num_steps,) + x.shape)
         for i, layer in enumerate(self.feature_layers):
             spikes, aux[f"d{i}"] = layer(spikes)
         return spikes.reshape(spikes.shape[:2] + (-1,)), aux

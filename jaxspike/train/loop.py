@@ -356,7 +356,8 @@ def make_gan_models(config: ml_collections.ConfigDict, image_shape: tuple[int, .
         generator = gan_lib.SpikingGenerator(
             num_steps=m.num_steps, noise_dim=m.noise_dim, noise_p=m.noise_p, noise_rates=m.get("noise_rates", "fixed"),
             image_shape=image_shape, arch=g.arch,
-            hidden=tuple(g.hidden), channels=tuple(g.channels), readout=g.readout, **lif,
+            hidden=tuple(g.hidden), channels=tuple(g.channels), readout=g.readout,
+            current_norm=bool(g.get("current_norm", False)), **lif,
         )
     else:
         generator = gan_lib.AnalogGenerator(
@@ -367,7 +368,7 @@ def make_gan_models(config: ml_collections.ConfigDict, image_shape: tuple[int, .
     if m.disc == "spiking":
         discriminator = gan_lib.SpikingDiscriminator(
             num_steps=m.num_steps, coding=d.coding, arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels),
-            mbstd_group=group, frontend=d.get("frontend", ""), **lif,
+            mbstd_group=group, frontend=d.get("frontend", ""), current_norm=bool(d.get("current_norm", False)), **lif,
         )
     else:
         discriminator = gan_lib.AnalogDiscriminator(arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels),

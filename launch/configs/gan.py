@@ -48,6 +48,10 @@ tables, seeds and commands are in ``results/gan.md``, written by
   too (FID 506, entropy 0.03), 1.49 uJ per sample.
 * ``hybrid`` (spiking G, analog D, R1 1): FID 288, class entropy 1.97, 84 s;
   with the first-spike readout FID 205, entropy 1.14, 1.09 uJ per sample.
+* ``hybrid`` with ``--config.model.generator.current_norm=True`` (per-step
+  normalised generator currents): FID 259.5 +- 3.0, entropy 2.04, 1.68 uJ
+  per sample (3 seeds); the same option, or ``model.discriminator.coding=direct``
+  (pixels as currents), does not stop the spiking-D collapse.
 * ``analog`` (R1 1): FID 140.5 +- 2.0 over 3 seeds, entropy 2.16, 64 s
   (the previous session's 1,500-step run: FID 103).
 
@@ -98,11 +102,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.generator.readout = "membrane"  # "membrane" | "rate" | "first_spike"
     config.model.generator.hidden = (256, 512)
     config.model.generator.channels = (64, 32)
+    config.model.generator.current_norm = False  # per-example, per-step normalised hidden currents
     config.model.discriminator = ml_collections.ConfigDict()
     config.model.discriminator.arch = "mlp"
-    config.model.discriminator.coding = "rate"  # "rate" (Bernoulli) | "regular" | "latency" (spiking D only)
+    config.model.discriminator.coding = "rate"  # "rate" (Bernoulli) | "regular" | "latency" | "direct" (spiking D only)
     config.model.discriminator.hidden = (512, 256)
     config.model.discriminator.channels = (32, 64)
+    config.model.discriminator.current_norm = False  # per-example, per-step normalised feature-layer currents
     config.model.discriminator.mbstd_group = 4  # 0 = off; >= 2: minibatch-std input over groups of this many images
 
     config.loss = ml_collections.ConfigDict()
