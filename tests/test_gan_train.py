@@ -210,3 +210,15 @@ def test_gan_report_averages_seeds_and_checks_targets(tmp_path):
     proc = subprocess.run(cmd[:3] + [f"--rows=x={tmp_path / 'missing'}", f"--out={out}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "neither metrics.jsonl nor seed_<k>/" in proc.stderr
+
+
+def test_config_switches_reach_the_gan_modules():
+    config = gan_config.get_config("smoke")
+    config.model.generator.current_norm = True
+    config.model.discriminator.current_norm = True
+    config.model.discriminator.coding = "direct"
+    generator, discriminator = train.make_gan_models(config, (28, 28, 1))
+    assert generator.current_norm and discriminator.current_norm and discriminator.coding == "direct"
+    z = generator.sample_noise(jax.random.key(0), 8)
+    g_vars = generator.init(jax.random.key(1), z)
+    assert "norm_scale" in g_vars["params"]["hidden_layers_0"]

@@ -334,3 +334,23 @@ def test_relaxed_temperature_follows_its_schedule():
         z = terms["aux"]["z"]
         hardness.append(float(jnp.mean(jnp.abs(z - 0.5))))
     assert hardness[1] > hardness[0]
+
+
+@pytest.mark.parametrize("variant", ["mnist", "celeb_a"])
+def test_tfds_variant_trains_on_mock_data(tmp_path, variant):
+    """The full-data configs run the real TFDS loading code (here on tfds' mock data)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    config = vae_config.get_config(variant)
+    assert config.data.name == variant and config.model.arch == "conv" and config.model.num_steps == 16
+    small = smoke()
+    for field in ("num_steps", "latent"):
+        config.model[field] = small.model[field]
+    config.model.channels = (4, 8)
+    for field in ("batch_size", "total_steps", "log_every", "checkpoint_every", "num_devices", "num_grid",
+                  "eval_every", "progress"):
+        config[field] = small[field]
+    config.data.data_dir = str(tmp_path)
+    with tfds.testing.mock_data(num_examples=16):
+        train.train(config, str(tmp_path / "run"))
+    last = rows(str(tmp_path / "run"))[-1]
+    assert last["step"] == config.total_steps and np.isfinite(last["loss"])

@@ -191,6 +191,8 @@ class SpikingVAE(nn.Module):
       hoist: synapse placement (None = auto, see :mod:`jaxspike.layers`).
       frontend: spec of a frozen STDP front end replacing the input coding
         (:func:`jaxspike.models.stdp_frontend.load`; "" = none, MLP only).
+      current_norm: per-example, per-step normalised input currents of the
+        hidden spiking layers (:class:`jaxspike.layers.SpikingDense`).
     """
 
     num_steps: int = 16
@@ -215,6 +217,7 @@ class SpikingVAE(nn.Module):
     latent_beta: float = 0.0
     hoist: bool | None = None
     frontend: str = ""
+    current_norm: bool = False
 
     @property
     def out_dim(self) -> int:
@@ -251,16 +254,17 @@ class SpikingVAE(nn.Module):
     def setup(self):
         self._validate()
         cell = self._cell()
-        dense = lambda n, **kw: layers.SpikingDense(n, cell=cell, hoist=self.hoist, **kw)  # noqa: E731
+        norm = self.current_norm
+        dense = lambda n, **kw: layers.SpikingDense(n, cell=cell, hoist=self.hoist, current_norm=norm, **kw)  # noqa: E731
         if self.arch == "mlp":
             self.enc_layers = [dense(n) for n in self.encoder]
             self.dec_layers = [dense(n) for n in self.decoder]
         else:
             conv = lambda c, **kw: layers.SpikingConv(  # noqa: E731
-                c, kernel_size=3, strides=2, cell=cell, hoist=self.hoist, **kw
+                c, kernel_size=3, strides=2, cell=cell, hoist=self.hoist, current_norm=norm, **kw
             )
             deconv = lambda c, **kw: layers.SpikingConvTranspose(  # noqa: E731
-                c, kernel_size=4, strides=2, hoist=self.hoist, **kw
+                c, kernel_size=4, strides=2, hoist=self.hoist, current_norm=norm, **kw
             )
             self.enc_layers = [conv(c) for c in self.channels]
             h, w, _ = self.image_shape

@@ -555,8 +555,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
             f"use a multiple of {mesh.size} or set config.num_devices"
         )
     data_dir = config.data.data_dir or None
-    train_ds = data_lib.load(config.data.name, "train", data_dir=data_dir, binarize=config.data.binarize)
-    test_ds = data_lib.load(config.data.name, "test", data_dir=data_dir, binarize=config.data.binarize)
+    # Sets too large for memory (celeb_a) train on their first data.max_examples images (0 = all).
+    limit = int(config.data.get("max_examples", 0)) or None
+    train_ds = data_lib.load(config.data.name, "train", data_dir=data_dir, binarize=config.data.binarize,
+                             max_examples=limit)
+    test_ds = data_lib.load(config.data.name, "test", data_dir=data_dir, binarize=config.data.binarize,
+                            max_examples=limit)
     if batch_size > len(train_ds.labels):
         raise ConfigError(f"config.batch_size={batch_size} exceeds the {len(train_ds.labels)} training examples")
     image_shape = data_lib.image_shape(train_ds)

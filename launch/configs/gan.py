@@ -83,6 +83,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name = "mnist5k"
     config.data.data_dir = ""
     config.data.binarize = False
+    # Train/test on the first N images of each split (0 = all); celeb_a needs it (too big for memory).
+    config.data.max_examples = 0
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "gan"  # "gan": spiking generator; "analog_gan": the analog twin
@@ -169,6 +171,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             config.sample_every = 2000
             config.eval_every = 5000
             config.eval_num_samples = 5000
+            if v == "celeb_a":
+                config.data.max_examples = 50_000  # 64x64x3 float32: 2.5 GB in memory
         elif v == "smoke":
             config.model.num_steps = 2
             config.model.noise_dim = 8
