@@ -65,6 +65,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from launch import configs
+
 VARIANTS = ("smoke", "analog", "hybrid", "stdp", "mnist", "fashion_mnist", "cifar10", "celeb_a")
 
 
@@ -83,7 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name = "mnist5k"
     config.data.data_dir = ""
     config.data.binarize = False
-    # Train/test on the first N images of each split (0 = all); celeb_a needs it (too big for memory).
+    # Train/test on the first N images of each split (0 = all; celeb_a: see configs.use_full_data).
     config.data.max_examples = 0
 
     config.model = ml_collections.ConfigDict()
@@ -158,7 +160,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             config.model.disc = "spiking"
             config.model.discriminator.frontend = stdp_frontend.default_dir() + "?steps=4"
         elif v in ("mnist", "fashion_mnist", "cifar10", "celeb_a"):
-            config.data.name = v
+            configs.use_full_data(config, v)
             config.model.generator.arch = "conv"
             config.model.discriminator.arch = "conv"
             config.model.num_steps = 16
@@ -166,13 +168,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             config.model.generator.channels = (128, 64)
             config.model.discriminator.channels = (64, 128)
             config.batch_size = 128
-            config.total_steps = 50_000
-            config.checkpoint_every = 2000
-            config.sample_every = 2000
-            config.eval_every = 5000
-            config.eval_num_samples = 5000
-            if v == "celeb_a":
-                config.data.max_examples = 50_000  # 64x64x3 float32: 2.5 GB in memory
         elif v == "smoke":
             config.model.num_steps = 2
             config.model.noise_dim = 8

@@ -17,7 +17,7 @@ spikes and 0.47 uJ per sample (the analog twin's decoder: 2.60 uJ).
 
 The default (2026-12-03) has T = 8, per-step normalised hidden-layer currents
 (``model.current_norm``) and a decoder spike penalty of 0.01 nats per spike.
-The steps there, 3000 steps each (``results/vae.md`` holds the 1,000-step,
+How it got there, 3000 steps each (``results/vae.md`` holds the 1,000-step,
 3-seed rows):
 
 =====================================  =====  =======  ======  ======  ==========
@@ -103,6 +103,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from launch import configs
+
 TFDS_VARIANTS = ("mnist", "fashion_mnist", "celeb_a")
 
 
@@ -117,7 +119,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name = "mnist5k"
     config.data.data_dir = ""  # TFDS data_dir ("" = TFDS default); unused by mnist5k
     config.data.binarize = False
-    # Train/test on the first N images of each split (0 = all); celeb_a needs it (too big for memory).
+    # Train/test on the first N images of each split (0 = all; celeb_a: see configs.use_full_data).
     config.data.max_examples = 0
 
     config.model = ml_collections.ConfigDict()
@@ -209,19 +211,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif arg in TFDS_VARIANTS:
         # Full TFDS sets with the published spiking-VAE sizes (FSVAE, Kamata et al. 2022:
         # T = 16, latent 128, conv encoder / transposed-conv decoder, no spike penalty).
-        config.data.name = arg
+        configs.use_full_data(config, arg)
         config.model.arch = "conv"
         config.model.channels = (32, 64)
         config.model.num_steps = 16
         config.model.latent = 128
         config.loss.spike_weight = 0.0
-        config.total_steps = 50_000
-        config.checkpoint_every = 2000
-        config.sample_every = 2000
-        config.eval_every = 5000
-        config.eval_num_samples = 5000
-        if arg == "celeb_a":
-            config.data.max_examples = 50_000  # 64x64x3 float32: 2.5 GB in memory
     elif arg not in (None, ""):
         raise ValueError(
             f"unknown config variant {arg!r}; use launch/configs/vae.py, :analog, :stdp, :smoke"
