@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The core benchmarks of README.md, one JSON line each (run on an otherwise idle machine).
-#   bash bench/core.sh | tee bench/core.jsonl
+#   bash bench/core.sh | tee results/bench_core.jsonl
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for hoist in true false; do
+for hoist in auto true false; do
   python3 bench/lif_layer.py --T 100 --B 64 --hoist "$hoist"
   python3 bench/lif_layer.py --T 500 --B 16 --hoist "$hoist"
 done
-python3 bench/lif_layer.py --T 2000 --B 16 --repeats 3
-python3 bench/lif_layer.py --T 2000 --B 16 --remat 40 --repeats 3
-for hoist in true false; do
+python3 bench/lif_layer.py --T 2000 --B 16 --repeats 5
+python3 bench/lif_layer.py --T 2000 --B 16 --remat 40 --repeats 5
+for hoist in auto true false; do
   python3 bench/svae_step.py --hoist "$hoist"
 done

@@ -35,7 +35,7 @@ flags.DEFINE_integer("B", 64, "batch size")
 flags.DEFINE_integer("remat", 0, "remat chunk length (0 = no rematerialisation)")
 flags.DEFINE_enum("hoist", "auto", ["auto", "true", "false"], "synapse outside (true) or inside (false) the scan")
 flags.DEFINE_integer("unroll", 1, "scan unroll")
-flags.DEFINE_integer("repeats", 10, "timed calls")
+flags.DEFINE_integer("repeats", 20, "timed rounds (one call and one floor pass each)")
 FLAGS = flags.FLAGS
 
 N_IN, N_OUT = 784, 512
@@ -62,9 +62,10 @@ def main(_):
 
     step = jax.jit(jax.value_and_grad(loss_fn))
     total, grad = step(W, x)
-    times = _common.time_fn(lambda: step(W, x), FLAGS.repeats)
-    floor_s, flops = _common.matmul_floor([(T * B, N_IN, N_OUT), (N_IN, T * B, N_OUT)])
-    med = float(np.median(times))
+    timing = _common.time_against_floor(
+        lambda: step(W, x), [(T * B, N_IN, N_OUT), (N_IN, T * B, N_OUT)], FLAGS.repeats
+    )
+    med = timing["median_s"]
     _common.emit(
         {
             "bench": "lif_layer",
@@ -75,11 +76,11 @@ def main(_):
             "total_spikes": int(total),
             "grad_finite": bool(jnp.all(jnp.isfinite(grad))),
             "median_s": med,
-            "p10_s": float(np.percentile(times, 10)),
-            "p90_s": float(np.percentile(times, 90)),
-            "gflops": flops / med / 1e9,
-            "floor_s": floor_s,
-            "x_floor": med / floor_s,
+            "p10_s": timing["p10_s"],
+            "p90_s": timing["p90_s"],
+            "gflops": timing["flops"] / med / 1e9,
+            "floor_s": timing["floor_s"],
+            "x_floor": timing["x_floor"],
             "xla_temp_mb": _common.temp_mb(step, W, x),
             "peak_rss_mb": _common.peak_rss_mb(),
         }

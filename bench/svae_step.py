@@ -37,7 +37,7 @@ from jaxspike.models import vae  # noqa: E402
 flags.DEFINE_integer("T", 16, "time steps")
 flags.DEFINE_integer("B", 128, "batch size")
 flags.DEFINE_enum("hoist", "auto", ["auto", "true", "false"], "synapse placement")
-flags.DEFINE_integer("repeats", 20, "timed steps")
+flags.DEFINE_integer("repeats", 30, "timed rounds (one step and one floor pass each)")
 FLAGS = flags.FLAGS
 
 
@@ -76,9 +76,8 @@ def main(_):
         state["i"] += 1
         return loss
 
-    times = _common.time_fn(one, FLAGS.repeats)
-    floor_s, flops = _common.matmul_floor(gemm_shapes(T, B))
-    med = float(np.median(times))
+    timing = _common.time_against_floor(one, gemm_shapes(T, B), FLAGS.repeats)
+    med = timing["median_s"]
     _common.emit(
         {
             "bench": "svae_step",
@@ -88,11 +87,11 @@ def main(_):
             "loss": float(one()),
             "steps_per_s": 1.0 / med,
             "median_s": med,
-            "p10_s": float(np.percentile(times, 10)),
-            "p90_s": float(np.percentile(times, 90)),
-            "gemm_gflop": flops / 1e9,
-            "floor_s": floor_s,
-            "x_floor": med / floor_s,
+            "p10_s": timing["p10_s"],
+            "p90_s": timing["p90_s"],
+            "gemm_gflop": timing["flops"] / 1e9,
+            "floor_s": timing["floor_s"],
+            "x_floor": timing["x_floor"],
             "peak_rss_mb": _common.peak_rss_mb(),
         }
     )
