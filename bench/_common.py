@@ -25,62 +25,41 @@ def time_fn(fn: Callable[[], object], repeats: int, warmup: int = 2) -> np.ndarr
     return np.asarray(times)
 
 
-def _gemms(shapes: Sequence[tuple[int, int, int]]):
-    """One jitted fp32 GEMM with its operands for each ``(m, k, n)``, and the total FLOPs."""
-    rng = np.random.default_rng(0)
-    calls, flops = [], 0.0
-    for m, k, n in shapes:
-        a = jnp.asarray(rng.standard_normal((m, k), dtype=np.float32))
-        b = jnp.asarray(rng.standard_normal((k, n), dtype=np.float32))
-        f = jax.jit(lambda a, b: a @ b)
-        calls.append(lambda f=f, a=a, b=b: f(a, b))
-        flops += 2.0 * m * k * n
-    return calls, flops
-
-
-def matmul_floor(shapes: Sequence[tuple[int, int, int]], repeats: int = 10) -> tuple[float, float]:
-    """Measured time of the workload's matmuls run alone, and their FLOPs.
-
-    ``shapes`` lists ``(m, k, n)`` for each ``[m, k] x [k, n]`` product the
-    workload needs. Each is timed as its own jitted fp32 GEMM; the sum of the
-    medians is the floor a perfect implementation of the workload could hit
-    on this machine (elementwise work counted as free).
-    """
-    calls, flops = _gemms(shapes)
-    total_s = sum(float(np.median(time_fn(c, repeats))) for c in calls)
-    return total_s, flops
-
-
 def time_against_floor(
     fn: Callable[[], object], shapes: Sequence[tuple[int, int, int]], repeats: int, warmup: int = 2
 ) -> dict:
     """Times ``fn`` and its matmul floor in alternating rounds.
 
+    ``shapes`` lists ``(m, k, n)`` for each ``[m, k] x [k, n]`` product the
+    workload needs; the floor is those products run alone as jitted fp32
+    GEMMs, the time a perfect implementation could hit on this machine
+    (elementwise work counted as free).
+
     These machines share their cores with other virtual machines, so their
     speed drifts within seconds. Timing the workload for a while and then the
     floor for a while lets the drift land in the ratio. Here each round times
-    ``fn()`` once and then the floor (every GEMM as :func:`matmul_floor` times
-    it, warm and back to back: one untimed call, median of three timed ones);
-    ``x_floor`` is the median over rounds of the per-round ratio,
-    ``median_s``/``floor_s`` the medians of the two series.
+    ``fn()`` once and then every GEMM warm and back to back (one untimed call,
+    median of three timed ones, their operands in cache); ``x_floor`` is the
+    median over rounds of the per-round ratio, ``median_s``/``floor_s`` the
+    medians of the two series.
     """
-    calls, flops = _gemms(shapes)
+    rng = np.random.default_rng(0)
+    gemm = jax.jit(lambda a, b: a @ b)
+    operands = [
+        (jnp.asarray(rng.standard_normal((m, k), dtype=np.float32)), jnp.asarray(rng.standard_normal((k, n), dtype=np.float32)))
+        for m, k, n in shapes
+    ]
+    flops = sum(2.0 * m * k * n for m, k, n in shapes)
     for _ in range(warmup):
         jax.block_until_ready(fn())
-        for c in calls:
-            jax.block_until_ready(c())
     step_t, floor_t = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         jax.block_until_ready(fn())
         step_t.append(time.perf_counter() - t0)
-        total = 0.0
-        for c in calls:  # each GEMM back to back, as matmul_floor does: its operands in cache
-            total += float(np.median(time_fn(c, 3, warmup=1)))
-        floor_t.append(total)
+        floor_t.append(sum(float(np.median(time_fn(lambda: gemm(a, b), 3, warmup=1))) for a, b in operands))
     step_t, floor_t = np.asarray(step_t), np.asarray(floor_t)
     return {
-        "times": step_t,
         "median_s": float(np.median(step_t)),
         "p10_s": float(np.percentile(step_t, 10)),
         "p90_s": float(np.percentile(step_t, 90)),

@@ -210,12 +210,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.progress = False
     elif arg in TFDS_VARIANTS:
         # Full TFDS sets with the published spiking-VAE sizes (FSVAE, Kamata et al. 2022:
-        # T = 16, latent 128, conv encoder / transposed-conv decoder, no spike penalty).
+        # T = 16, latent 128 as in the default, conv encoder / transposed-conv decoder,
+        # no spike penalty).
         configs.use_full_data(config, arg)
         config.model.arch = "conv"
         config.model.channels = (32, 64)
         config.model.num_steps = 16
-        config.model.latent = 128
         config.loss.spike_weight = 0.0
     elif arg not in (None, ""):
         raise ValueError(
