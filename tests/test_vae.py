@@ -243,3 +243,57 @@ def test_uniform_rate_prior_draws_one_rate_per_sample_and_trains():
     assert np.isfinite(float(loss)) and float(terms["elbo"]) < 0
     g = jax.grad(lambda p: vae.elbo_loss(model, p, x, jax.random.key(2))[0])(params)
     assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree_util.tree_leaves(g))
+
+
+def test_mixture_kl_bounds_the_exact_kl_and_is_exact_for_one_component():
+    # T = 2, L = 2: enumerate the 16 latent trains and compute KL(q || mixture) exactly.
+    from itertools import product
+
+    from jaxspike import losses
+
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.uniform(0.05, 0.95, size=(2, 3, 2)), jnp.float32)  # [T, B, L]
+    comp = jnp.asarray(rng.normal(0, 2, size=(3, 2, 2)), jnp.float32)  # K = 3
+    mix = jnp.asarray([0.3, -0.5, 1.0], jnp.float32)
+    pi, mu, qn = np.asarray(jax.nn.softmax(mix)), np.asarray(jax.nn.sigmoid(comp)), np.asarray(q)
+    exact = np.zeros(3)
+    for bits in product((0.0, 1.0), repeat=4):
+        z = np.asarray(bits).reshape(2, 1, 2)
+        qz = np.prod(np.where(z == 1, qn, 1 - qn), axis=(0, 2))  # [B]
+        pz = np.sum(pi * np.prod(np.where(z[None, :, 0] == 1, mu, 1 - mu), axis=(1, 2)))
+        exact += qz * np.log(qz / pz)
+    kl_units, kl_c, r = losses.bernoulli_mixture_kl(q, comp, mix)
+    bound = np.asarray(kl_units.sum(1) + kl_c)
+    assert r.shape == (3, 3) and np.allclose(np.asarray(r).sum(1), 1.0)
+    assert np.all(bound >= exact - 1e-5) and np.all(bound - exact < 1.0), (bound, exact)
+    # The bound is the optimum over the component posterior: -logsumexp(log pi - KL_c).
+    kl_c_each = np.stack([np.asarray(losses.bernoulli_kl(jnp.swapaxes(q, 0, 1), jax.nn.sigmoid(comp[k])[:, None, :] .swapaxes(0, 1)))
+                          for k in range(3)], axis=1)
+    np.testing.assert_allclose(bound, -np.log(np.sum(pi * np.exp(-kl_c_each), axis=1)), rtol=1e-5)
+    # One component: the ordinary per-unit Bernoulli KL, and no component term.
+    ku1, kc1, _ = losses.bernoulli_mixture_kl(q, comp[:1], mix[:1])
+    np.testing.assert_allclose(ku1, losses.bernoulli_kl_per_unit(q, jax.nn.sigmoid(comp[0])[:, None, :]), rtol=1e-5)
+    np.testing.assert_allclose(kc1, 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="component_logits must be"):
+        losses.bernoulli_mixture_kl(q, comp[:, :1], mix)
+
+
+def test_mixture_prior_samples_one_component_per_sample_and_trains():
+    model = vae.SpikingVAE(**{**TINY, "num_steps": 16}, prior="mixture", num_components=2, threshold=0.5)
+    x = _images(8)
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    # Two components: all units at rate 0.9, or all at 0.1, mixed 3:1.
+    params = {**params, "component_logits": jnp.stack([jnp.full((16, 8), 2.1972), jnp.full((16, 8), -2.1972)]),
+              "mixture_logits": jnp.log(jnp.asarray([0.75, 0.25]))}
+    z, _ = model.apply({"params": params}, jax.random.key(5), 2000, method="sample_prior")
+    rates = np.asarray(z).mean(axis=(0, 2))  # per sample, over 16 steps x 8 units
+    high = rates > 0.5
+    assert np.all(np.abs(np.where(high, rates - 0.9, rates - 0.1)) < 0.12)  # each sample is one component
+    assert abs(high.mean() - 0.75) < 0.03
+    loss, terms = vae.elbo_loss(model, params, x, jax.random.key(2), free_bits=0.1)
+    assert np.isfinite(float(loss)) and float(terms["elbo"]) < 0 and 1.0 <= float(terms["mix_perplexity"]) <= 2.0
+    g = jax.grad(lambda p: vae.elbo_loss(model, p, x, jax.random.key(2))[0])(params)
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree_util.tree_leaves(g))
+    assert float(jnp.abs(g["component_logits"]).sum()) > 0
+    with pytest.raises(ValueError, match="num_components"):
+        vae.SpikingVAE(**TINY, prior="mixture", num_components=0).init(jax.random.key(0), x, jax.random.key(1))

@@ -15,9 +15,13 @@ Loss per example (negative ELBO)::
     -log p(x | z) + sum_{t, units} KL(Bern(q_t) || Bern(p_t))   [+ w * MMD]
 
 with a Bernoulli (cross-entropy) or Gaussian likelihood and a fixed prior
-``p_t = prior_p``, the learned autoregressive spiking prior, or the
+``p_t = prior_p``, the learned autoregressive spiking prior, the
 uniform-rate prior (each sample draws one rate ``r ~ U(0, 1)`` per unit,
-then ``z_t ~ Bern(r)``; see :func:`jaxspike.losses.uniform_rate_kl_per_unit`).
+then ``z_t ~ Bern(r)``; see :func:`jaxspike.losses.uniform_rate_kl_per_unit`),
+or a learned mixture of ``K`` Bernoulli spike processes (``prior="mixture"``:
+each sample picks one component ``c``, whose learned rates ``[T, L]`` then
+fire the latent units independently; the KL is the component-posterior
+bound of :func:`jaxspike.losses.bernoulli_mixture_kl`).
 
 Latent gradient estimators (``estimator``):
 
@@ -69,7 +73,7 @@ __all__ = [
 ]
 
 ESTIMATORS = ("straight_through", "relaxed", "autoregressive")
-PRIORS = ("bernoulli", "autoregressive", "uniform_rate")
+PRIORS = ("bernoulli", "autoregressive", "uniform_rate", "mixture")
 READOUTS = ("membrane", "rate", "first_spike")
 CODINGS = ("rate", "latency")
 ARCHS = ("mlp", "conv")
@@ -177,9 +181,11 @@ class SpikingVAE(nn.Module):
       channels: feature maps of the conv variant (encoder order).
       coding: input coding, ``"rate"`` (Bernoulli) or ``"latency"``.
       estimator: latent gradient estimator, one of :data:`ESTIMATORS`.
-      prior: ``"bernoulli"`` (fixed ``prior_p``), ``"autoregressive"`` or
-        ``"uniform_rate"`` (per-sample rates ``r ~ U(0, 1)``).
+      prior: ``"bernoulli"`` (fixed ``prior_p``), ``"autoregressive"``,
+        ``"uniform_rate"`` (per-sample rates ``r ~ U(0, 1)``) or ``"mixture"``
+        (a learned mixture of ``num_components`` Bernoulli spike processes).
       num_candidates: ``k`` of the autoregressive sampler.
+      num_components: ``K`` of the mixture prior.
       readout: decoder output, one of :data:`READOUTS`.
       beta, threshold: LIF decay and threshold.
       surrogate, slope: surrogate name (:data:`jaxspike.surrogates.SURROGATES`)
@@ -207,6 +213,7 @@ class SpikingVAE(nn.Module):
     prior: str = "bernoulli"
     prior_p: float = 0.5
     num_candidates: int = 20
+    num_components: int = 64
     readout: str = "membrane"
     beta: float = 0.9
     threshold: float = 1.0
@@ -236,6 +243,8 @@ class SpikingVAE(nn.Module):
             raise ValueError(f"prior_p must lie in (0, 1), got {self.prior_p}")
         if self.num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
+        if self.num_components < 1:
+            raise ValueError(f"num_components must be >= 1, got {self.num_components}")
         if self.arch == "conv":
             h, w, _ = self.image_shape
             if h % 4 or w % 4:
@@ -281,6 +290,16 @@ class SpikingVAE(nn.Module):
             )
         if self.prior == "autoregressive":
             self.prior_net = _AutoregressiveSpikes(self.latent, self.num_candidates, cell, self.threshold)
+        if self.prior == "mixture":
+            # Components start at nearly equal rates (0.5, jittered by 1 %) and equal weights,
+            # so every component shares the early posteriors and the components split as
+            # the posteriors cluster. Widely spread random rates instead hand every example
+            # to the one component nearest 0.5, and the others never receive a gradient.
+            k = self.num_components
+            self.mixture_logits = self.param("mixture_logits", nn.initializers.zeros, (k,))
+            self.component_logits = self.param(
+                "component_logits", nn.initializers.normal(0.01), (k, self.num_steps, self.latent)
+            )
         h, w, c = self.image_shape
         if self.readout == "membrane":
             if self.arch == "mlp":
@@ -377,6 +396,8 @@ class SpikingVAE(nn.Module):
             # Its per-step marginal; the KL of this prior is not a per-step Bernoulli KL
             # (elbo_loss uses losses.uniform_rate_kl_per_unit).
             return jnp.full(z.shape, 0.5, z.dtype), {}
+        if self.prior == "mixture":
+            raise ValueError("the mixture prior's probabilities depend on q: use __call__'s aux (kl_units, p)")
         _, p, aux = self.prior_net(key, None, self.num_steps, z.shape[1], teacher=z)
         return p, {"prior": aux}
 
@@ -386,14 +407,25 @@ class SpikingVAE(nn.Module):
         Returns:
           ``(logits [B, D], aux)``; ``aux`` holds ``q`` and ``p`` (posterior
           and prior probabilities ``[T, B, L]``), ``z`` (latent spikes) and the
-          per-layer counts under ``"layers"``.
+          per-layer counts under ``"layers"``. With the mixture prior, ``p``
+          is the components' rates weighted by their posterior ``r``, and
+          ``aux`` also holds the KL terms ``kl_units [B, L]`` and
+          ``kl_component [B]`` and ``r [B, K]``
+          (:func:`jaxspike.losses.bernoulli_mixture_kl`).
         """
         k_in, k_z, k_p = jax.random.split(key, 3)
         h, enc_aux = self.encode(images, k_in)
         z, q, post_aux = self.posterior_sample(h, k_z, train=train, temperature=temperature)
-        p, prior_aux = self.prior_probs(z, k_p)
+        extra = {}
+        if self.prior == "mixture":
+            kl_units, kl_component, r = losses.bernoulli_mixture_kl(q, self.component_logits, self.mixture_logits)
+            p = jnp.einsum("bk,ktl->tbl", r, jax.nn.sigmoid(self.component_logits))
+            prior_aux = {}
+            extra = {"kl_units": kl_units, "kl_component": kl_component, "r": r}
+        else:
+            p, prior_aux = self.prior_probs(z, k_p)
         logits, dec_aux = self.decode(z)
-        return logits, {"q": q, "p": p, "z": z, "layers": {**enc_aux, **post_aux, **prior_aux, **dec_aux}}
+        return logits, {"q": q, "p": p, "z": z, **extra, "layers": {**enc_aux, **post_aux, **prior_aux, **dec_aux}}
 
     def sample_prior(self, key: Array, num: int) -> tuple[Array, dict]:
         """Latent spike trains ``[T, num, L]`` drawn from the prior."""
@@ -403,6 +435,11 @@ class SpikingVAE(nn.Module):
             k_r, k_z = jax.random.split(key)
             rates = jax.random.uniform(k_r, (num, self.latent))
             return noise.bernoulli_process(k_z, rates, (self.num_steps, num, self.latent)), {}
+        if self.prior == "mixture":
+            k_c, k_z = jax.random.split(key)
+            c = jax.random.categorical(k_c, self.mixture_logits, shape=(num,))
+            rates = jnp.swapaxes(jax.nn.sigmoid(self.component_logits[c]), 0, 1)  # [T, num, L]
+            return noise.bernoulli_process(k_z, rates, rates.shape), {}
         z, _, aux = self.prior_net(key, None, self.num_steps, num)
         return z, {"prior": aux}
 
@@ -468,14 +505,21 @@ def elbo_loss(
     """
     logits, aux = model.apply({"params": params}, images, key, train=train, temperature=temperature)
     recon = _likelihood_nll(logits, images, likelihood, sigma)
+    kl_component = 0.0
     if model.prior == "uniform_rate":
         kl_units = losses.uniform_rate_kl_per_unit(aux["q"], aux["z"])  # [B, L], a one-sample estimate
+    elif model.prior == "mixture":
+        kl_units, kl_component = aux["kl_units"], aux["kl_component"]  # [B, L] and [B]
     else:
         kl_units = losses.bernoulli_kl_per_unit(aux["q"], aux["p"])  # [B, L], summed over time
-    kl = jnp.sum(kl_units, axis=1)
+    kl = jnp.sum(kl_units, axis=1) + kl_component
     terms = {"recon": jnp.mean(recon), "kl": jnp.mean(kl)}
+    if model.prior == "mixture":
+        # Components in use: the perplexity of the batch's mean component posterior.
+        r_bar = jnp.mean(aux["r"], axis=0)
+        terms["mix_perplexity"] = jnp.exp(-jnp.sum(r_bar * jnp.log(jnp.maximum(r_bar, 1e-30))))
     if free_bits > 0:
-        kl_penalty = jnp.sum(jnp.maximum(free_bits, jnp.mean(kl_units, axis=0)))
+        kl_penalty = jnp.sum(jnp.maximum(free_bits, jnp.mean(kl_units, axis=0))) + jnp.mean(kl_component)
     else:
         kl_penalty = jnp.mean(kl)
     loss = jnp.mean(recon) + kl_weight * kl_penalty
