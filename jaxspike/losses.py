@@ -13,6 +13,8 @@ __all__ = [
     "bernoulli_kl_per_unit",
     "uniform_rate_kl_per_unit",
     "bernoulli_mixture_kl",
+    "gaussian_mixture_kl",
+    "mixture_bound",
 ]
 
 
@@ -117,9 +119,37 @@ def bernoulli_mixture_kl(q: Array, component_logits: Array, mixture_logits: Arra
     log_on = jax.nn.log_sigmoid(component_logits)
     log_off = jax.nn.log_sigmoid(-component_logits)
     cross = -(jnp.einsum("tbl,ktl->bkl", qc, log_on) + jnp.einsum("tbl,ktl->bkl", 1.0 - qc, log_off))
-    kl_bkl = neg_entropy[:, None, :] + cross  # KL(q || p_c) per unit: [B, K, L]
+    return mixture_bound(neg_entropy[:, None, :] + cross, mixture_logits)  # KL(q || p_c) per unit: [B, K, L]
+
+
+def mixture_bound(kl_bkl: Array, mixture_logits: Array):
+    """The component-posterior bound on ``KL(q || sum_c pi_c p_c)`` from the per-component KLs.
+
+    ``kl_bkl [B, K, L]`` holds ``KL(q || p_c)`` per example, component and
+    latent unit, ``mixture_logits [K]`` the mixing weights. Returns
+    ``(kl_units [B, L], kl_component [B], r [B, K])`` as
+    :func:`bernoulli_mixture_kl` describes.
+    """
     log_pi = jax.nn.log_softmax(mixture_logits)
     r = jax.lax.stop_gradient(jax.nn.softmax(log_pi - jnp.sum(kl_bkl, axis=2), axis=1))  # [B, K]
     kl_units = jnp.einsum("bk,bkl->bl", r, kl_bkl)
     kl_component = jnp.sum(r * (jnp.log(jnp.maximum(r, 1e-30)) - log_pi), axis=1)
     return kl_units, kl_component, r
+
+
+def gaussian_mixture_kl(mu: Array, logvar: Array, means: Array, logvars: Array, mixture_logits: Array):
+    """The same bound for a diagonal Gaussian posterior and a mixture of diagonal Gaussians.
+
+    ``mu, logvar [B, L]`` describe ``q``; ``means, logvars [K, L]`` the
+    components; ``KL(q || p_c)`` per unit is the closed form
+    ``(lv_c - lv + (e^lv + (mu - m_c)^2) / e^lv_c - 1) / 2``. Returns
+    ``(kl_units [B, L], kl_component [B], r [B, K])``.
+    """
+    if mu.shape != logvar.shape or mu.ndim != 2:
+        raise ValueError(f"mu and logvar must both be [B, L], got {mu.shape} and {logvar.shape}")
+    if means.shape != logvars.shape or means.shape[1:] != mu.shape[1:]:
+        raise ValueError(f"means and logvars must both be [K, L={mu.shape[1]}], got {means.shape} and {logvars.shape}")
+    var = jnp.exp(logvar)[:, None, :]
+    kl_bkl = 0.5 * (logvars[None] - logvar[:, None, :] + (var + (mu[:, None, :] - means[None]) ** 2)
+                    * jnp.exp(-logvars[None]) - 1.0)
+    return mixture_bound(kl_bkl, mixture_logits)

@@ -122,9 +122,11 @@ def build(entries: list[tuple[str, str]], headline: str | None, analog: str | No
     for name, _, runs in loaded:
         m = runs[0]["config"]["model"]
         spiking = m["name"] != "analog_vae"
+        mixture = m.get("prior") == "mixture"
+        k = f" (K = {m.get('num_components', 64)})" if mixture else ""
         desc = [m.get("coding", "-") if spiking else "analog",
                 m.get("estimator", "-") if spiking else "gaussian",
-                m.get("prior", "-") if spiking else "N(0, 1)",
+                (m.get("prior", "-") + k) if spiking else ("Gaussian mixture" + k if mixture else "N(0, 1)"),
                 str(m.get("num_steps", "-")) if spiking else "-"]
         cells = [cell(runs, key, fmt) for _, key, fmt in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(desc) + f" | {runs[0]['step']} | {len(runs)} | " + " | ".join(cells)

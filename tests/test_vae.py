@@ -297,3 +297,35 @@ def test_mixture_prior_samples_one_component_per_sample_and_trains():
     assert float(jnp.abs(g["component_logits"]).sum()) > 0
     with pytest.raises(ValueError, match="num_components"):
         vae.SpikingVAE(**TINY, prior="mixture", num_components=0).init(jax.random.key(0), x, jax.random.key(1))
+
+
+def test_gaussian_mixture_kl_and_the_analog_twins_mixture_prior():
+    from jaxspike import losses
+
+    mu = jax.random.normal(jax.random.key(4), (3, 2))
+    logvar = 0.3 * jax.random.normal(jax.random.key(5), (3, 2))
+    # One standard-normal component: the usual closed-form KL to N(0, I).
+    ku, kc, _ = losses.gaussian_mixture_kl(mu, logvar, jnp.zeros((1, 2)), jnp.zeros((1, 2)), jnp.zeros(1))
+    np.testing.assert_allclose(ku.sum(1) + kc, 0.5 * jnp.sum(jnp.exp(logvar) + mu**2 - 1 - logvar, 1), rtol=1e-5)
+    # Two components: an upper bound on a Monte-Carlo estimate of the exact KL.
+    means, logvars, mix = jnp.asarray([[-1.0, 0.5], [1.5, -0.5]]), jnp.asarray([[0.0, -0.5], [0.4, 0.0]]), jnp.asarray([0.2, -0.2])
+    ku, kc, _ = losses.gaussian_mixture_kl(mu, logvar, means, logvars, mix)
+    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(jax.random.key(6), (50000,) + mu.shape)
+    normal = lambda z, m, lv: -0.5 * jnp.sum(lv + (z - m) ** 2 / jnp.exp(lv) + jnp.log(2 * jnp.pi), -1)  # noqa: E731
+    log_p = jax.scipy.special.logsumexp(
+        jnp.stack([normal(z, means[k], logvars[k]) for k in range(2)], -1) + jax.nn.log_softmax(mix), -1)
+    exact = jnp.mean(normal(z, mu, logvar) - log_p, 0)
+    assert np.all(np.asarray(ku.sum(1) + kc) >= np.asarray(exact) - 0.02), (ku.sum(1) + kc, exact)
+    with pytest.raises(ValueError, match="means and logvars"):
+        losses.gaussian_mixture_kl(mu, logvar, means[:, :1], logvars, mix)
+    model = vae.AnalogVAE(latent=2, encoder=(16,), decoder=(16,), prior="mixture", num_components=2)
+    x = _images(4)
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    params = {**params, "component_means": means, "component_logvars": jnp.full((2, 2), -6.0)}
+    z = model.apply({"params": params}, jax.random.key(3), 400, method="sample_prior")
+    nearest = np.min(np.linalg.norm(np.asarray(z)[:, None] - np.asarray(means)[None], axis=-1), axis=1)
+    assert np.all(nearest < 0.2)  # every sample sits at one of the two (narrow) components
+    loss, terms = vae.analog_elbo_loss(model, params, x, jax.random.key(2))
+    assert np.isfinite(float(loss)) and float(terms["kl"]) > 0
+    with pytest.raises(ValueError, match="latent_kind='gaussian'"):
+        vae.AnalogVAE(latent=2, latent_kind="bernoulli", prior="mixture").init(jax.random.key(0), x, jax.random.key(1))

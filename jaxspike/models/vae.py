@@ -547,6 +547,11 @@ class AnalogVAE(nn.Module):
 
     Same widths as :class:`SpikingVAE` (``encoder``/``decoder`` for the MLP,
     ``channels`` for the conv variant); latent ``z = mu + sigma * eps``.
+    ``prior="standard"`` is ``N(0, I)`` (``Bernoulli(prior_p)`` for
+    ``latent_kind="bernoulli"``); ``prior="mixture"`` (Gaussian latent only) is
+    the analog counterpart of the spiking mixture prior, a learned mixture of
+    ``num_components`` diagonal Gaussians
+    (:func:`jaxspike.losses.gaussian_mixture_kl`).
     """
 
     latent: int = 128
@@ -557,12 +562,25 @@ class AnalogVAE(nn.Module):
     channels: Sequence[int] = (32, 64)
     latent_kind: str = "gaussian"
     prior_p: float = 0.5
+    prior: str = "standard"
+    num_components: int = 64
 
     def setup(self):
         if self.latent < 1:
             raise ValueError(f"latent size must be >= 1, got {self.latent}")
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("latent_kind", self.latent_kind, ("gaussian", "bernoulli"))
+        _check_choice("prior", self.prior, ("standard", "mixture"))
+        if self.prior == "mixture":
+            if self.latent_kind != "gaussian":
+                raise ValueError("the analog mixture prior needs latent_kind='gaussian'")
+            if self.num_components < 1:
+                raise ValueError(f"num_components must be >= 1, got {self.num_components}")
+            k = self.num_components
+            # Nearly equal unit-variance components at the origin, split by training (as in SpikingVAE).
+            self.mixture_logits = self.param("mixture_logits", nn.initializers.zeros, (k,))
+            self.component_means = self.param("component_means", nn.initializers.normal(0.01), (k, self.latent))
+            self.component_logvars = self.param("component_logvars", nn.initializers.zeros, (k, self.latent))
         h, w, c = self.image_shape
         if self.arch == "mlp":
             self.enc_layers = [nn.Dense(n) for n in self.encoder]
@@ -607,9 +625,20 @@ class AnalogVAE(nn.Module):
             z = noise.straight_through_bernoulli(key, q)
             return self.decode(z), {"q": q, "z": z, "layers": {}}
         z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape) if train else mu
-        return self.decode(z), {"mu": mu, "logvar": logvar, "z": z, "layers": {}}
+        aux = {"mu": mu, "logvar": logvar, "z": z, "layers": {}}
+        if self.prior == "mixture":
+            kl_units, kl_component, _ = losses.gaussian_mixture_kl(
+                mu, logvar, self.component_means, self.component_logvars, self.mixture_logits
+            )
+            aux["kl"] = jnp.sum(kl_units, axis=1) + kl_component
+        return self.decode(z), aux
 
     def sample_prior(self, key: Array, num: int) -> Array:
+        if self.prior == "mixture":
+            k_c, k_z = jax.random.split(key)
+            c = jax.random.categorical(k_c, self.mixture_logits, shape=(num,))
+            eps = jax.random.normal(k_z, (num, self.latent))
+            return self.component_means[c] + jnp.exp(0.5 * self.component_logvars[c]) * eps
         if self.latent_kind == "bernoulli":
             return jax.random.bernoulli(key, self.prior_p, (num, self.latent)).astype(jnp.float32)
         return jax.random.normal(key, (num, self.latent))
@@ -640,6 +669,8 @@ def analog_elbo_loss(
     recon = _likelihood_nll(logits, images, likelihood, sigma)
     if model.latent_kind == "bernoulli":
         kl = losses.bernoulli_kl(aux["q"], model.prior_p)
+    elif model.prior == "mixture":
+        kl = aux["kl"]
     else:
         mu, logvar = aux["mu"], aux["logvar"]
         kl = 0.5 * jnp.sum(jnp.exp(logvar) + mu**2 - 1.0 - logvar, axis=1)

@@ -324,10 +324,14 @@ def _make_analog_vae_objective(config: ml_collections.ConfigDict, image_shape: t
     ``encoder``, ``decoder``, ``channels``) and ignores the spiking-only ones,
     so ``--config.model.name=analog_vae`` turns any spiking VAE config into its
     twin; ``config.loss.likelihood`` / ``kl_weight`` apply, free bits do not.
+    ``model.prior="mixture"`` gives the twin a learned Gaussian mixture prior;
+    any other prior, ``N(0, I)``.
     """
     m = config.model
-    fields = ("arch", "latent", "encoder", "decoder", "channels", "latent_kind", "prior_p")
+    fields = ("arch", "latent", "encoder", "decoder", "channels", "latent_kind", "prior_p", "num_components")
     kwargs = {f: (tuple(m[f]) if isinstance(m[f], (list, tuple)) else m[f]) for f in fields if f in m}
+    # The spiking mixture prior's twin is the Gaussian mixture; every other prior's is N(0, I).
+    kwargs["prior"] = "mixture" if m.get("prior") == "mixture" else "standard"
     try:
         model = vae_lib.AnalogVAE(image_shape=tuple(int(d) for d in image_shape), **kwargs)
     except (TypeError, ValueError) as err:
