@@ -14,7 +14,8 @@ Every number comes from the last evaluation row of ``metrics.jsonl``
 test split, ``energy/*`` of one generation pass). The command of each row is
 rebuilt from its ``config.json`` as the flags that differ from
 ``launch/configs/vae.py`` (or its ``:analog`` variant). The target check
-compares ``--headline`` with ``--analog``. ``--notes`` (markdown) is copied in
+compares ``--headline`` with ``--analog``; ``--analog_like`` adds one more line comparing it
+with another twin (the analog twin given the counterpart of the spiking prior). ``--notes`` (markdown) is copied in
 after the tables.
 """
 
@@ -30,6 +31,8 @@ from launch.reporting import cell, load_entry, mean_std, run_summary
 _ROWS = flags.DEFINE_string("rows", None, "Comma-separated NAME=DIR (run folder or seed-sweep folder).")
 _HEADLINE = flags.DEFINE_string("headline", None, "Row NAME of the default spiking VAE (target check).")
 _ANALOG = flags.DEFINE_string("analog", None, "Row NAME of its analog twin at the same number of steps.")
+_ANALOG_LIKE = flags.DEFINE_string(
+    "analog_like", None, "Row NAME of a twin with the counterpart of the headline's prior (an extra, non-target line).")
 _TSWEEP = flags.DEFINE_string("tsweep", "", "Comma-separated run folders differing in model.num_steps (T).")
 _NOTES = flags.DEFINE_string("notes", "", "Markdown file appended after the tables.")
 _OUT = flags.DEFINE_string("out", "results/vae.md", "Markdown file to write.")
@@ -98,12 +101,12 @@ def _plot_tsweep(runs: list[dict], path: str) -> None:
 
 
 def build(entries: list[tuple[str, str]], headline: str | None, analog: str | None, tsweep: list[str],
-          notes: str, out: str, figures: str) -> str:
+          notes: str, out: str, figures: str, analog_like: str | None = None) -> str:
     """Writes the figures into ``figures`` and returns the markdown (also written to ``out``)."""
     os.makedirs(figures, exist_ok=True)
     loaded = [(name, path, load_entry(path)) for name, path in entries]
     by_name = {name: runs for name, _, runs in loaded}
-    for flag, name in (("--headline", headline), ("--analog", analog)):
+    for flag, name in (("--headline", headline), ("--analog", analog), ("--analog_like", analog_like)):
         if name and name not in by_name:
             raise ValueError(f"{flag}={name!r} is not a NAME of --rows ({', '.join(by_name)})")
     rel = lambda p: os.path.relpath(p, os.path.dirname(os.path.abspath(out)) or ".")  # noqa: E731
@@ -116,7 +119,13 @@ def build(entries: list[tuple[str, str]], headline: str | None, analog: str | No
              "(`jaxspike.energy`).", ""]
     if headline and analog:
         lines += ["## Targets (issue 5)", "", "| target | measured | |", "|---|---|---|",
-                  *_target_lines(by_name[headline], by_name[analog]), ""]
+                  *_target_lines(by_name[headline], by_name[analog])]
+        if analog_like:
+            h = mean_std([r["eval/fid"] for r in by_name[headline]])[0]
+            a = mean_std([r["eval/fid"] for r in by_name[analog_like]])[0]
+            lines.append(f"| (not an issue target) feature FID <= the twin with the counterpart prior, {analog_like} | "
+                         f"{h:.1f} vs {a:.1f} | {'**met**' if h <= a else '**missed**'} |")
+        lines.append("")
     head = "| run | coding | estimator | prior | T | steps | seeds | " + " | ".join(c[0] for c in COLUMNS) + " | train s |"
     lines += ["## Results", "", head, "|" + "---|" * 7 + "---:|" * (len(COLUMNS) + 1)]
     for name, _, runs in loaded:
@@ -181,7 +190,8 @@ def main(argv):
     try:
         entries = parse_rows(_ROWS.value)
         tsweep = [p for p in _TSWEEP.value.split(",") if p.strip()]
-        build(entries, _HEADLINE.value, _ANALOG.value, tsweep, _NOTES.value, _OUT.value, _FIGURES.value)
+        build(entries, _HEADLINE.value, _ANALOG.value, tsweep, _NOTES.value, _OUT.value, _FIGURES.value,
+              analog_like=_ANALOG_LIKE.value)
     except (ValueError, FileNotFoundError) as err:
         raise app.UsageError(str(err)) from None
     print(f"wrote {_OUT.value} and figures in {_FIGURES.value}")

@@ -23,7 +23,7 @@ def _images(n=16, seed=0):
 
 
 @pytest.mark.parametrize("kw", [
-    dict(),
+    dict(prior="mixture"),  # the config default's prior
     dict(coding="latency", estimator="relaxed", readout="rate"),
     dict(estimator="autoregressive", prior="autoregressive", readout="first_spike"),
     dict(arch="conv", estimator="straight_through"),

@@ -49,8 +49,9 @@ def test_report_tables_targets_and_commands(tmp_path):
         _run(t_runs[-1], fid=100.0 / t, entropy=2.0, mse=0.03, energy_pj=1e5 * t, overrides={"model.num_steps": t})
     out = str(tmp_path / "results" / "vae.md")
     text = vae_report.build([("default", spiking), ("analog", analog), ("latency", sweep)], "default", "analog",
-                            t_runs, "", out, str(tmp_path / "results" / "vae"))
+                            t_runs, "", out, str(tmp_path / "results" / "vae"), analog_like="latency")
     assert open(out).read() == text
+    assert "the counterpart prior, latency | 80.0 vs 105.0 | **met** |" in text
     # Targets: FID 80 <= 90 met, entropy 2.25 met, MSE 0.031 missed, energy 0.5 <= 2.6/3 met.
     assert "| feature FID <= analog twin's | 80.0 vs 90.0 | **met** |" in text
     assert "| reconstruction MSE <= 0.03 | 0.0310 | **missed** |" in text
