@@ -58,6 +58,16 @@ def load_entry(path: str) -> list[dict]:
     return [run_summary(p) for p in seeds]
 
 
+def command_summary(path: str, runs: list[dict]) -> dict:
+    """The summary whose config rebuilds an entry's command: a vmapped sweep's own
+    ``config.json`` (it holds ``seeds``) when ``path`` is a sweep folder, else the run's."""
+    sweep_config = os.path.join(path, "config.json")
+    if not os.path.exists(os.path.join(path, "metrics.jsonl")) and os.path.exists(sweep_config):
+        with open(sweep_config) as f:
+            return {**runs[0], "config": json.load(f)}
+    return runs[0]
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     n = len(values)
     mean = sum(values) / n

@@ -169,7 +169,7 @@ def build(entries: list[tuple[str, str]], headline: str | None, analog: str | No
     lines += ["## Commands", "", "Each row's training command, rebuilt from its `config.json` (flags that differ "
               "from the config file):", ""]
     for name, path, runs in loaded:
-        lines += [f"- {name}: `{command(runs[0], path)}`"]
+        lines += [f"- {name}: `{command(reporting.command_summary(path, runs), path)}`"]
     for p in tsweep:
         lines += [f"- T sweep: `{command(run_summary(p), p)}`"]
     text = "\n".join(lines) + "\n"
