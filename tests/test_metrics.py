@@ -15,6 +15,10 @@ import pytest
 
 from jaxspike import data, metrics
 
+# One worker runs this module (pyproject: --dist loadgroup), so its session-scoped
+# classifier is trained once per test run.
+pytestmark = pytest.mark.xdist_group("classifier")
+
 TEST_STEPS = 250  # ~96% test accuracy: plenty to check how metrics behave
 
 

@@ -97,12 +97,16 @@ def test_prior_sampling_reproducible_from_key():
         model = vae.SpikingVAE(**TINY, prior=prior)
         x = _images(2)
         params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
-        a, _ = model.apply({"params": params}, jax.random.key(5), 6, method="generate")
-        b, _ = model.apply({"params": params}, jax.random.key(5), 6, method="generate")
+
+        @jax.jit  # one compile for the three draws
+        def draw(key, model=model, params=params):
+            images, _ = model.apply({"params": params}, key, 6, method="generate")
+            z, _ = model.apply({"params": params}, key, 6, method="sample_prior")
+            return images, z
+
+        (a, za), (b, _), (_, zc) = draw(jax.random.key(5)), draw(jax.random.key(5)), draw(jax.random.key(6))
         assert a.shape == (6, 28, 28, 1)
         np.testing.assert_array_equal(a, b)
-        za, _ = model.apply({"params": params}, jax.random.key(5), 6, method="sample_prior")
-        zc, _ = model.apply({"params": params}, jax.random.key(6), 6, method="sample_prior")
         assert not np.array_equal(za, zc)
 
 
@@ -278,7 +282,7 @@ def test_mixture_kl_bounds_the_exact_kl_and_is_exact_for_one_component():
         losses.bernoulli_mixture_kl(q, comp[:, :1], mix)
 
 
-def test_mixture_prior_samples_one_component_per_sample_and_trains():
+def test_mixture_prior_samples_one_component_per_sample():
     model = vae.SpikingVAE(**{**TINY, "num_steps": 16}, prior="mixture", num_components=2, threshold=0.5)
     x = _images(8)
     params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
@@ -290,11 +294,9 @@ def test_mixture_prior_samples_one_component_per_sample_and_trains():
     high = rates > 0.5
     assert np.all(np.abs(np.where(high, rates - 0.9, rates - 0.1)) < 0.12)  # each sample is one component
     assert abs(high.mean() - 0.75) < 0.03
+    # (Training with this prior: test_loss_falls_on_tiny_subset[kw0].)
     loss, terms = vae.elbo_loss(model, params, x, jax.random.key(2), free_bits=0.1)
     assert np.isfinite(float(loss)) and float(terms["elbo"]) < 0 and 1.0 <= float(terms["mix_perplexity"]) <= 2.0
-    g = jax.grad(lambda p: vae.elbo_loss(model, p, x, jax.random.key(2))[0])(params)
-    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree_util.tree_leaves(g))
-    assert float(jnp.abs(g["component_logits"]).sum()) > 0
     with pytest.raises(ValueError, match="num_components"):
         vae.SpikingVAE(**TINY, prior="mixture", num_components=0).init(jax.random.key(0), x, jax.random.key(1))
 

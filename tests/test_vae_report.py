@@ -42,7 +42,7 @@ def test_report_tables_targets_and_commands(tmp_path):
     _run(analog, fid=90.0, entropy=2.28, mse=0.02, energy_pj=2.6e6, analog=True)
     for seed, fid in ((0, 100.0), (1, 110.0)):
         _run(os.path.join(sweep, f"seed_{seed}"), fid=fid, entropy=2.0, mse=0.04, energy_pj=1e6,
-             overrides={"model.coding": "latency", "seeds": "0,1", "total_steps": 100})
+             overrides={"model.coding": "rate", "seeds": "0,1", "total_steps": 100})
     t_runs = []
     for t in (4, 8):
         t_runs.append(str(tmp_path / f"t{t}"))
@@ -62,7 +62,7 @@ def test_report_tables_targets_and_commands(tmp_path):
     # Commands are the flags that differ from the config file.
     assert f"--workdir={spiking} --config.model.prior=uniform_rate" in text
     assert "launch/configs/vae.py:analog" in text
-    assert "--config.model.coding=latency" in text and "--config.total_steps=100 --seeds=0,1" in text
+    assert "--config.model.coding=rate" in text and "--config.total_steps=100 --seeds=0,1" in text
     assert os.path.exists(tmp_path / "results" / "vae" / "quality_vs_T.png")
     assert os.path.exists(tmp_path / "results" / "vae" / "default_samples.png")
 
