@@ -397,7 +397,10 @@ class SpikingVAE(nn.Module):
             # (elbo_loss uses losses.uniform_rate_kl_per_unit).
             return jnp.full(z.shape, 0.5, z.dtype), {}
         if self.prior == "mixture":
-            raise ValueError("the mixture prior's probabilities depend on q: use __call__'s aux (kl_units, p)")
+            # Its per-step marginal, sum_c pi_c sigmoid(logits_c); its KL is the component
+            # bound of losses.bernoulli_mixture_kl (elbo_loss).
+            marginal = jnp.einsum("k,ktl->tl", jax.nn.softmax(self.mixture_logits), jax.nn.sigmoid(self.component_logits))
+            return jnp.broadcast_to(marginal[:, None, :], z.shape), {}
         _, p, aux = self.prior_net(key, None, self.num_steps, z.shape[1], teacher=z)
         return p, {"prior": aux}
 
@@ -407,25 +410,14 @@ class SpikingVAE(nn.Module):
         Returns:
           ``(logits [B, D], aux)``; ``aux`` holds ``q`` and ``p`` (posterior
           and prior probabilities ``[T, B, L]``), ``z`` (latent spikes) and the
-          per-layer counts under ``"layers"``. With the mixture prior, ``p``
-          is the components' rates weighted by their posterior ``r``, and
-          ``aux`` also holds the KL terms ``kl_units [B, L]`` and
-          ``kl_component [B]`` and ``r [B, K]``
-          (:func:`jaxspike.losses.bernoulli_mixture_kl`).
+          per-layer counts under ``"layers"``.
         """
         k_in, k_z, k_p = jax.random.split(key, 3)
         h, enc_aux = self.encode(images, k_in)
         z, q, post_aux = self.posterior_sample(h, k_z, train=train, temperature=temperature)
-        extra = {}
-        if self.prior == "mixture":
-            kl_units, kl_component, r = losses.bernoulli_mixture_kl(q, self.component_logits, self.mixture_logits)
-            p = jnp.einsum("bk,ktl->tbl", r, jax.nn.sigmoid(self.component_logits))
-            prior_aux = {}
-            extra = {"kl_units": kl_units, "kl_component": kl_component, "r": r}
-        else:
-            p, prior_aux = self.prior_probs(z, k_p)
+        p, prior_aux = self.prior_probs(z, k_p)
         logits, dec_aux = self.decode(z)
-        return logits, {"q": q, "p": p, "z": z, **extra, "layers": {**enc_aux, **post_aux, **prior_aux, **dec_aux}}
+        return logits, {"q": q, "p": p, "z": z, "layers": {**enc_aux, **post_aux, **prior_aux, **dec_aux}}
 
     def sample_prior(self, key: Array, num: int) -> tuple[Array, dict]:
         """Latent spike trains ``[T, num, L]`` drawn from the prior."""
@@ -509,14 +501,16 @@ def elbo_loss(
     if model.prior == "uniform_rate":
         kl_units = losses.uniform_rate_kl_per_unit(aux["q"], aux["z"])  # [B, L], a one-sample estimate
     elif model.prior == "mixture":
-        kl_units, kl_component = aux["kl_units"], aux["kl_component"]  # [B, L] and [B]
+        kl_units, kl_component, r = losses.bernoulli_mixture_kl(  # [B, L], [B], [B, K]
+            aux["q"], params["component_logits"], params["mixture_logits"]
+        )
     else:
         kl_units = losses.bernoulli_kl_per_unit(aux["q"], aux["p"])  # [B, L], summed over time
     kl = jnp.sum(kl_units, axis=1) + kl_component
     terms = {"recon": jnp.mean(recon), "kl": jnp.mean(kl)}
     if model.prior == "mixture":
         # Components in use: the perplexity of the batch's mean component posterior.
-        r_bar = jnp.mean(aux["r"], axis=0)
+        r_bar = jnp.mean(r, axis=0)
         terms["mix_perplexity"] = jnp.exp(-jnp.sum(r_bar * jnp.log(jnp.maximum(r_bar, 1e-30))))
     if free_bits > 0:
         kl_penalty = jnp.sum(jnp.maximum(free_bits, jnp.mean(kl_units, axis=0))) + jnp.mean(kl_component)
@@ -625,13 +619,7 @@ class AnalogVAE(nn.Module):
             z = noise.straight_through_bernoulli(key, q)
             return self.decode(z), {"q": q, "z": z, "layers": {}}
         z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape) if train else mu
-        aux = {"mu": mu, "logvar": logvar, "z": z, "layers": {}}
-        if self.prior == "mixture":
-            kl_units, kl_component, _ = losses.gaussian_mixture_kl(
-                mu, logvar, self.component_means, self.component_logvars, self.mixture_logits
-            )
-            aux["kl"] = jnp.sum(kl_units, axis=1) + kl_component
-        return self.decode(z), aux
+        return self.decode(z), {"mu": mu, "logvar": logvar, "z": z, "layers": {}}
 
     def sample_prior(self, key: Array, num: int) -> Array:
         if self.prior == "mixture":
@@ -670,7 +658,10 @@ def analog_elbo_loss(
     if model.latent_kind == "bernoulli":
         kl = losses.bernoulli_kl(aux["q"], model.prior_p)
     elif model.prior == "mixture":
-        kl = aux["kl"]
+        kl_units, kl_component, _ = losses.gaussian_mixture_kl(
+            aux["mu"], aux["logvar"], params["component_means"], params["component_logvars"], params["mixture_logits"]
+        )
+        kl = jnp.sum(kl_units, axis=1) + kl_component
     else:
         mu, logvar = aux["mu"], aux["logvar"]
         kl = 0.5 * jnp.sum(jnp.exp(logvar) + mu**2 - 1.0 - logvar, axis=1)
