@@ -271,7 +271,7 @@ def test_mixture_kl_bounds_the_exact_kl_and_is_exact_for_one_component():
     assert r.shape == (3, 3) and np.allclose(np.asarray(r).sum(1), 1.0)
     assert np.all(bound >= exact - 1e-5) and np.all(bound - exact < 1.0), (bound, exact)
     # The bound is the optimum over the component posterior: -logsumexp(log pi - KL_c).
-    kl_c_each = np.stack([np.asarray(losses.bernoulli_kl(jnp.swapaxes(q, 0, 1), jax.nn.sigmoid(comp[k])[None])))
+    kl_c_each = np.stack([np.asarray(losses.bernoulli_kl(jnp.swapaxes(q, 0, 1), jax.nn.sigmoid(comp[k])[None]))
                           for k in range(3)], axis=1)
     np.testing.assert_allclose(bound, -np.log(np.sum(pi * np.exp(-kl_c_each), axis=1)), rtol=1e-5)
     # One component: the ordinary per-unit Bernoulli KL, and no component term.
