@@ -52,7 +52,9 @@ def load_entry(path: str) -> list[dict]:
     """One summary per seed: ``path`` is a run folder or a sweep folder of ``seed_<k>/`` runs."""
     if os.path.exists(os.path.join(path, "metrics.jsonl")):
         return [run_summary(path)]
-    seeds = sorted(glob.glob(os.path.join(path, "seed_*")), key=lambda p: int(p.rsplit("_", 1)[1]))
+    # Only ``seed_<k>`` folders: a sweep folder may also hold logs such as ``seed_0.log``.
+    seeds = [p for p in glob.glob(os.path.join(path, "seed_*")) if os.path.isdir(p) and p.rsplit("_", 1)[1].isdigit()]
+    seeds.sort(key=lambda p: int(p.rsplit("_", 1)[1]))
     if not seeds:
         raise ValueError(f"{path} holds neither metrics.jsonl nor seed_<k>/ runs")
     return [run_summary(p) for p in seeds]

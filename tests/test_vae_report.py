@@ -43,6 +43,8 @@ def test_report_tables_targets_and_commands(tmp_path):
     for seed, fid in ((0, 100.0), (1, 110.0)):
         _run(os.path.join(sweep, f"seed_{seed}"), fid=fid, entropy=2.0, mse=0.04, energy_pj=1e6,
              overrides={"model.coding": "rate", "seeds": "0,1", "total_steps": 100})
+        # A sweep launched by hand often keeps its logs beside the runs; they are not runs.
+        open(os.path.join(sweep, f"seed_{seed}.log"), "w").close()
     t_runs = []
     for t in (4, 8):
         t_runs.append(str(tmp_path / f"t{t}"))
