@@ -13,6 +13,32 @@ Optional R1 penalty ``gamma/2 ||grad_x D(x_real)||^2`` (Mescheder et al.
 2018) and an exponential moving average of the generator weights for sampling
 (Karras et al. 2018). Real and fake images pass through the discriminator as
 one concatenated batch.
+
+Options against mode collapse and a discriminator that is easily fooled:
+
+* ``augment_shift``: differentiable random translation of every image the
+  discriminator sees, real and fake, by up to that many pixels with zero fill
+  (DiffAugment, Zhao et al. 2020, "Differentiable augmentation for
+  data-efficient GAN training"): the generator is judged on what survives a
+  shift, so it cannot win with a pixel pattern aimed at a few detectors.
+* ``fm_weight``: feature matching (Salimans et al. 2016, "Improved
+  techniques for training GANs"): the generator also matches the batch mean
+  of the discriminator's last features (for a spiking discriminator, its
+  last layer's firing rates) on real images.
+* ``cr_weight``: consistency regularisation (Zhang et al. 2020,
+  "Consistency regularization for generative adversarial networks"):
+  ``lambda (D(x) - D(x + sigma n))^2`` on real and fake images with Gaussian
+  pixel noise ``n`` and the same spike-coding key. Unlike R1, which for a
+  spiking discriminator penalises the *surrogate* input gradient, it bounds
+  how much the discriminator's actual output moves.
+* ``g_homeostasis``: per-neuron activity band for the spiking generator,
+  ``lambda sum_l mean_j (relu(r_j - hi)^2 + relu(lo - r_j)^2)`` on each
+  hidden neuron's firing rate ``r_j`` over the batch and time: a neuron
+  that fires at every step for every sample carries no noise to the image
+  and, far above threshold, passes no surrogate gradient, so it can never
+  recover (the upper and lower activity regularisers of Zenke & Vogels 2021,
+  "The remarkable robustness of surrogate gradient learning for instilling
+  complex function in spiking neural networks").
 """
 
 from __future__ import annotations
@@ -27,7 +53,8 @@ Array = jax.Array
 
 GAN_LOSSES = ("ns", "hinge", "wgan_gp")
 
-__all__ = ["GANState", "GAN_LOSSES", "init_gan_state", "make_gan_step", "d_losses", "g_loss"]
+__all__ = ["GANState", "GAN_LOSSES", "init_gan_state", "make_gan_step", "d_losses", "g_loss", "translate",
+           "rate_band_penalty"]
 
 
 class GANState(NamedTuple):
@@ -57,6 +84,36 @@ def g_loss(kind: str, d_fake: Array) -> Array:
     if kind in ("hinge", "wgan_gp"):
         return -d_fake
     raise ValueError(f"GAN loss must be one of {GAN_LOSSES}, got {kind!r}")
+
+
+def translate(key: Array, images: Array, max_shift: int) -> Array:
+    """Shifts each image of ``[B, H, W, C]`` by its own random offset in
+    ``[-max_shift, max_shift]^2`` pixels, filling with zeros; differentiable in
+    the pixels (a gather)."""
+    if images.ndim != 4:
+        raise ValueError(f"translate expects images [B, H, W, C], got shape {tuple(images.shape)}")
+    if max_shift < 0:
+        raise ValueError(f"augment shift must be >= 0 pixels, got {max_shift}")
+    if max_shift == 0:
+        return images
+    batch, height, width, _ = images.shape
+    offsets = jax.random.randint(key, (batch, 2), 0, 2 * max_shift + 1)
+    padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
+
+    def crop(image, offset):
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, image.shape[-1]))
+
+    return jax.vmap(crop)(padded, offsets)
+
+
+def rate_band_penalty(rates, band: tuple[float, float]) -> Array:
+    """``sum_l mean_j (relu(r_lj - hi)^2 + relu(lo - r_lj)^2)`` over layers' per-neuron rates ``r_l [N_l]``."""
+    lo, hi = band
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"homeostasis band must satisfy 0 <= lo < hi <= 1, got {band}")
+    if not rates:
+        raise ValueError("the rate band penalty needs spiking layers with per-neuron rates (a spiking generator)")
+    return sum(jnp.mean(jax.nn.relu(r - hi) ** 2 + jax.nn.relu(lo - r) ** 2) for r in rates)
 
 
 def init_gan_state(generator, discriminator, key, image_example, g_tx, d_tx) -> GANState:
@@ -90,6 +147,12 @@ def make_gan_step(
     gp_weight: float = 10.0,
     ema_decay: float = 0.999,
     g_rate_penalty: float = 0.0,
+    augment_shift: int = 0,
+    fm_weight: float = 0.0,
+    g_homeostasis: float = 0.0,
+    cr_weight: float = 0.0,
+    cr_sigma: float = 0.05,
+    homeostasis_band: tuple[float, float] = (0.01, 0.5),
 ):
     """Builds the pure step ``(state, batch, key) -> (state, metrics)``.
 
@@ -99,10 +162,14 @@ def make_gan_step(
     ``lambda * sum_l mean firing rate of generator layer l`` to the generator
     loss (an activity regulariser: spikes are what a generated sample costs).
     """
-    if g_rate_penalty < 0:
-        raise ValueError(f"g_rate_penalty must be >= 0, got {g_rate_penalty}")
+    for name, value in (("g_rate_penalty", g_rate_penalty), ("fm_weight", fm_weight), ("cr_weight", cr_weight),
+                        ("augment_shift", augment_shift)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
     if loss not in GAN_LOSSES:
         raise ValueError(f"GAN loss must be one of {GAN_LOSSES}, got {loss!r}")
+    if not 0.0 <= homeostasis_band[0] < homeostasis_band[1] <= 1.0:
+        raise ValueError(f"homeostasis band must satisfy 0 <= lo < hi <= 1, got {tuple(homeostasis_band)}")
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
 
@@ -111,6 +178,9 @@ def make_gan_step(
         return generator.apply({"params": g_params}, z)
 
     def disc(d_params, images, key):
+        if augment_shift:  # the shifts get their own stream; without them the coder keeps ``key``
+            k_aug, key = jax.random.split(key)
+            images = translate(k_aug, images, augment_shift)
         return discriminator.apply({"params": d_params}, images, key)
 
     def d_objective(d_params, g_params, real, key):
@@ -130,6 +200,15 @@ def make_gan_step(
             gp = (norms - 1.0) ** 2
             per_example = per_example + gp_weight * gp
             metrics["gp"] = jnp.mean(gp)
+        if cr_weight:
+            both = jnp.concatenate([real, fake], axis=0)
+            k_cr = jax.random.fold_in(k_eps, 1)  # k_eps itself draws WGAN-GP's interpolation weights
+            noisy = jnp.clip(both + cr_sigma * jax.random.normal(k_cr, both.shape, both.dtype), 0.0, 1.0)
+            # Same coding key: the two passes differ only by the pixel perturbation.
+            logits_noisy, _ = disc(d_params, noisy, k_d)
+            cr = (logits - logits_noisy) ** 2
+            per_example = per_example + cr_weight * (cr[:batch] + cr[batch:])
+            metrics["cr"] = jnp.mean(cr)
         if r1_gamma:
             grads = jax.grad(lambda x: jnp.sum(disc(d_params, x, k_gp)[0]))(real)
             r1 = jnp.sum(grads.reshape(batch, -1) ** 2, axis=1)
@@ -139,13 +218,29 @@ def make_gan_step(
         metrics["d_loss"] = d_loss
         return d_loss, (metrics, d_aux)
 
-    def g_objective(g_params, d_params, batch, key):
+    def g_objective(g_params, d_params, real, key):
         k_z, k_d = jax.random.split(key)
+        batch = real.shape[0]
         fake, g_aux = generate(g_params, k_z, batch)
-        d_fake, _ = disc(d_params, fake, k_d)
+        if fm_weight:  # real features need no gradient, and real and fake go through D as one batch
+            logits, d_aux = disc(d_params, jnp.concatenate([jax.lax.stop_gradient(real), fake], axis=0), k_d)
+            d_fake = logits[batch:]
+            feats = d_aux["features"]["mean"]
+            fm = jnp.mean((jax.lax.stop_gradient(jnp.mean(feats[:batch], axis=0)) - jnp.mean(feats[batch:], axis=0)) ** 2)
+        else:
+            d_fake, _ = disc(d_params, fake, k_d)
         loss_g = jnp.mean(g_loss(loss, d_fake))
-        metrics = {"g_loss": loss_g}
+        # Spread of the generated pixels across the batch: near 0 when the generator has collapsed.
+        metrics = {"g_loss": loss_g, "fake_pixel_std": jnp.mean(jnp.std(jax.lax.stop_gradient(fake), axis=0))}
         total = loss_g
+        if fm_weight:
+            total = total + fm_weight * fm
+            metrics["g_feature_matching"] = fm
+        if g_homeostasis:
+            band = rate_band_penalty([v["neuron_rate"] for v in g_aux.values() if "neuron_rate" in v], homeostasis_band)
+            total = total + g_homeostasis * band
+            metrics["g_homeostasis"] = band
+
         if g_rate_penalty:
             activity = sum(jnp.mean(v["firing_rate"]) for v in g_aux.values() if "firing_rate" in v)
             total = total + g_rate_penalty * activity
@@ -161,7 +256,7 @@ def make_gan_step(
         d_updates, d_opt = d_tx.update(d_grads, state.d_opt, state.d_params)
         d_params = optax.apply_updates(state.d_params, d_updates)
         (_, (g_metrics, g_aux)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
-            state.g_params, d_params, real.shape[0], k_g
+            state.g_params, d_params, real, k_g
         )
         g_updates, g_opt = g_tx.update(g_grads, state.g_opt, state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)

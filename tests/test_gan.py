@@ -173,3 +173,98 @@ def test_regular_code_is_deterministic_rate_code_with_straight_through_gradient(
     np.testing.assert_array_equal(spikes[:, 3], [1, 0, 1, 0, 1, 0, 1, 0])  # evenly spaced
     grad = jax.grad(lambda v: gan.regular_code_st(v, 8).mean(axis=0).sum())(x)
     np.testing.assert_allclose(grad, 1.0)
+
+
+def test_translate_moves_each_image_by_at_most_the_shift_and_passes_gradients():
+    images = jnp.zeros((32, 28, 28, 1)).at[:, 14, 14, 0].set(1.0)
+    moved = np.asarray(gan_objective.translate(jax.random.key(0), images, 2))
+    assert moved.shape == images.shape
+    rows, cols = np.nonzero(moved[..., 0].reshape(32, 28, 28))[1:]
+    assert len(rows) == 32  # the dot stays in the frame, one per image
+    assert np.all(np.abs(rows - 14) <= 2) and np.all(np.abs(cols - 14) <= 2)
+    assert len({(r, c) for r, c in zip(rows, cols)}) > 5  # each image draws its own offset
+    np.testing.assert_array_equal(gan_objective.translate(jax.random.key(0), images, 0), images)
+    grad = jax.grad(lambda x: jnp.sum(gan_objective.translate(jax.random.key(0), x, 2)))(images)
+    assert float(grad[:, 14, 14, 0].min()) == 1.0  # the centre pixel reaches the output whatever the shift
+    with pytest.raises(ValueError, match="augment shift"):
+        gan_objective.translate(jax.random.key(0), images, -1)
+
+
+def test_rate_band_penalty_golden_values():
+    rates = [jnp.array([0.0, 0.3, 0.9]), jnp.array([0.02, 0.5])]
+    expected = (0.01**2 + 0.0 + 0.4**2) / 3 + 0.0
+    np.testing.assert_allclose(gan_objective.rate_band_penalty(rates, (0.01, 0.5)), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="homeostasis band"):
+        gan_objective.rate_band_penalty(rates, (0.5, 0.5))
+    with pytest.raises(ValueError, match="spiking generator"):
+        gan_objective.rate_band_penalty([], (0.0, 0.5))
+
+
+def test_generator_reports_each_neurons_rate():
+    G = gan.SpikingGenerator(**TINY_G, threshold=0.5)
+    z = G.sample_noise(jax.random.key(0), 8)
+    params = G.init(jax.random.key(1), z)["params"]
+    _, aux = G.apply({"params": params}, z)
+    for name, width in (("g0", 32), ("g1", 64)):
+        rate = np.asarray(aux[name]["neuron_rate"])
+        assert rate.shape == (width,) and rate.min() >= 0 and rate.max() <= 1
+        # the per-neuron rates average to the layer's per-example rates
+        np.testing.assert_allclose(rate.mean(), np.asarray(aux[name]["firing_rate"]).mean(), rtol=1e-5)
+
+
+def test_homeostasis_pulls_saturated_generator_neurons_into_the_band():
+    # A threshold far below the drive saturates the generator's neurons; the band penalty alone
+    # (through the surrogate) must bring them back below the upper bound.
+    G = gan.SpikingGenerator(**TINY_G, threshold=0.05, slope=5.0)
+    D = gan.AnalogDiscriminator(hidden=(16,))
+    g_tx, d_tx = optax.adam(1e-2), optax.adam(1e-4)
+    real = _real()
+    state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
+    step = jax.jit(gan_objective.make_gan_step(G, D, g_tx, d_tx, g_homeostasis=100.0, homeostasis_band=(0.01, 0.3)))
+    penalties = []
+    for i in range(25):
+        state, metrics = step(state, {"image": real}, jax.random.key(i))
+        penalties.append(float(metrics["g_homeostasis"]))
+    assert penalties[0] > 0.01 and penalties[-1] < 0.25 * penalties[0], penalties
+
+
+def test_stability_options_step_reproducibly_and_change_the_update():
+    # DiffAugment shifts, consistency regularisation and feature matching in one step.
+    G = gan.SpikingGenerator(**TINY_G, threshold=0.5)
+    D = gan.SpikingDiscriminator(**TINY_D, threshold=0.5, mbstd_group=4)
+    g_tx, d_tx = optax.adam(2e-4, b1=0.5), optax.adam(2e-4, b1=0.5)
+    real = _real()
+    state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
+    step = jax.jit(gan_objective.make_gan_step(G, D, g_tx, d_tx, augment_shift=2, cr_weight=1.0, fm_weight=1.0))
+    a_state, a = step(state, {"image": real}, jax.random.key(1))
+    _, b = step(state, {"image": real}, jax.random.key(1))
+    assert all(np.isfinite(float(v)) for v in a.values()), a
+    assert {k: float(v) for k, v in a.items()} == {k: float(v) for k, v in b.items()}
+    assert float(a["cr"]) > 0 and float(a["g_feature_matching"]) > 0
+    c_state, _ = jax.jit(gan_objective.make_gan_step(G, D, g_tx, d_tx))(state, {"image": real}, jax.random.key(1))
+    for new, old in ((a_state.d_params, c_state.d_params), (a_state.g_params, c_state.g_params)):
+        gaps = jax.tree_util.tree_map(lambda x, y: float(jnp.max(jnp.abs(x - y))), new, old)
+        assert max(jax.tree_util.tree_leaves(gaps)) > 0
+    # The analog discriminator exposes its last hidden activations for feature matching too.
+    AD = gan.AnalogDiscriminator(hidden=(32, 16))
+    _, aux = AD.apply(AD.init(jax.random.key(0), real), real)
+    assert aux["features"]["mean"].shape == (16, 16)
+    with pytest.raises(ValueError, match="cr_weight must be >= 0"):
+        gan_objective.make_gan_step(G, D, g_tx, d_tx, cr_weight=-1.0)
+
+
+def test_pixel_minibatch_std_sees_a_collapsed_batch_through_rate_coding():
+    # With the Bernoulli rate code, the pixels' spread separates a collapsed group from a varied one
+    # whatever the coding draws; only the readout's mbstd input differs between the two batches.
+    real = _real(8)
+    same = jnp.broadcast_to(real[:1], real[:4].shape)
+    D = gan.SpikingDiscriminator(**TINY_D, threshold=0.5, mbstd_group=4, mbstd_source="pixels")
+    params = D.init(jax.random.key(0), real, jax.random.key(1))
+    a, _ = D.apply(params, jnp.concatenate([real[:1], real[1:4]]), jax.random.key(2))
+    b, _ = D.apply(params, same, jax.random.key(2))
+    std_varied = float(gan.minibatch_std(real[:4].reshape(4, -1), 4)[0, 0])
+    assert std_varied > 0.1
+    assert abs(float(a[0] - b[0])) > 1e-6
+    with pytest.raises(ValueError, match="mbstd_source"):
+        gan.SpikingDiscriminator(**TINY_D, mbstd_group=4, mbstd_source="rate").init(
+            jax.random.key(0), real, jax.random.key(1))

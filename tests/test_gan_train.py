@@ -154,6 +154,11 @@ def test_gan_seed_sweep_matches_single_runs(gan_run, tmp_path):
         ("loss.ema_decay", 1.0, r"config.loss.ema_decay=1.0"),
         ("model.surrogate", "erf", r"config.model.surrogate='erf'"),
         ("model.discriminator.mbstd_group", 3, r"config.model.discriminator.mbstd_group=3: .*dividing batch_size=8"),
+        ("model.discriminator.mbstd_source", "pixel", r"config.model.discriminator.mbstd_source='pixel'"),
+        ("loss.g_homeostasis", -1.0, r"config.loss.g_homeostasis=-1.0"),
+        ("loss.homeostasis_band", (0.5, 0.1), r"config.loss.homeostasis_band=\(0.5, 0.1\)"),
+        ("loss.augment_shift", -2, r"config.loss.augment_shift=-2"),
+        ("loss.cr_sigma", 0.0, r"config.loss.cr_sigma=0.0"),
     ],
 )
 def test_bad_gan_config_gives_clear_error(tmp_path, field, value, message):

@@ -55,6 +55,7 @@ __all__ = [
 READOUTS = ("membrane", "rate", "first_spike")
 CODINGS = ("rate", "regular", "latency", "direct")
 ARCHS = ("mlp", "conv")
+MBSTD_SOURCES = ("rates", "pixels")
 
 
 def _lif(module) -> cells.Cell:
@@ -64,6 +65,11 @@ def _lif(module) -> cells.Cell:
         module.beta, module.threshold, surrogates.get(module.surrogate, module.slope),
         learn_beta=learn, learn_threshold=learn, per_neuron=learn,
     )
+
+
+def _neuron_rates(spikes: Array) -> Array:
+    """Each neuron's (or channel's) firing rate over time, batch and positions: ``[N]``."""
+    return jnp.mean(spikes.reshape(-1, spikes.shape[-1]), axis=0)
 
 
 def _check_choice(name, value, options):
@@ -244,10 +250,12 @@ class SpikingGenerator(nn.Module):
         spikes = z
         for i, layer in enumerate(self.hidden_layers):
             spikes, aux[f"g{i}"] = layer(spikes)
+            aux[f"g{i}"]["neuron_rate"] = _neuron_rates(spikes)
         if self.arch == "conv":
             spikes = spikes.reshape(spikes.shape[:2] + (h // 4, w // 4, self.channels[0]))
             for i, layer in enumerate(self.deconvs):
                 spikes, aux[f"g_deconv{i}"] = layer(spikes)
+                aux[f"g_deconv{i}"]["neuron_rate"] = _neuron_rates(spikes)
         out, aux["g_out"] = self.out_layer(spikes)
         if self.readout == "membrane":
             logits = out if self.arch == "mlp" else jnp.mean(out, axis=0)
@@ -299,6 +307,10 @@ class SpikingDiscriminator(nn.Module):
       mbstd_group: if >= 2, the readout also gets the :func:`minibatch_std`
         of the last layer's firing rates over groups of this many images, as
         one extra constant input current (0 = off).
+      mbstd_source: what the minibatch std is taken of: ``"rates"`` (the
+        last layer's firing rates) or ``"pixels"`` (the images themselves,
+        before spike coding: free of the coding's sampling noise, which
+        swamps the spread of a collapsed batch in the rates at small T).
       frontend: spec of a frozen, input-differentiable STDP front end that
         replaces the coding (:func:`jaxspike.models.stdp_frontend.load`;
         "" = none, MLP only).
@@ -318,12 +330,14 @@ class SpikingDiscriminator(nn.Module):
     learn_neuron: bool = False
     hoist: bool | None = None
     mbstd_group: int = 0
+    mbstd_source: str = "rates"
     frontend: str = ""
     current_norm: bool = False
 
     def setup(self):
         encoding.check_num_steps(self.num_steps)
         _check_choice("coding", self.coding, CODINGS)
+        _check_choice("mbstd_source", self.mbstd_source, MBSTD_SOURCES)
         _check_choice("arch", self.arch, ARCHS)
         cell = _lif(self)
         if self.arch == "mlp":
@@ -366,8 +380,11 @@ class SpikingDiscriminator(nn.Module):
 
     def __call__(self, images: Array, key: Array):
         feats, aux = self.features(images, key)
+        # Per-neuron firing rates of the last feature layer, for feature matching.
+        aux["features"] = {"mean": jnp.mean(feats, axis=0)}
         if self.mbstd_group:
-            std = minibatch_std(jnp.mean(feats, axis=0), self.mbstd_group)
+            source = jnp.mean(feats, axis=0) if self.mbstd_source == "rates" else images.reshape(images.shape[0], -1)
+            std = minibatch_std(source, self.mbstd_group)
             feats = jnp.concatenate([feats, jnp.broadcast_to(std[None], (feats.shape[0], *std.shape))], axis=-1)
         logit, aux["d_head"] = self.head(feats)
         return logit[:, 0], aux
@@ -447,6 +464,7 @@ class AnalogDiscriminator(nn.Module):
             for ch in self.channels:
                 x = nn.leaky_relu(nn.Conv(ch, (3, 3), strides=2)(x), 0.2)
             x = x.reshape(x.shape[0], -1)
+        aux = {"features": {"mean": x}}  # last hidden activations, for feature matching
         if self.mbstd_group:
             x = jnp.concatenate([x, minibatch_std(x, self.mbstd_group)], axis=-1)
-        return nn.Dense(1)(x)[:, 0], {}
+        return nn.Dense(1)(x)[:, 0], aux

@@ -208,6 +208,9 @@ def _validate_gan(config: ml_collections.ConfigDict) -> None:
     group = d.get("mbstd_group", 0)
     _require(_is_int(group) and (group == 0 or (group >= 2 and config.batch_size % group == 0)),
              "model.discriminator.mbstd_group", group, f"must be 0 (off) or an int >= 2 dividing batch_size={config.batch_size}")
+    source = d.get("mbstd_source", "rates")
+    _require(source in gan_lib.MBSTD_SOURCES, "model.discriminator.mbstd_source", source,
+             f"supported: {', '.join(gan_lib.MBSTD_SOURCES)}")
     if m.name == "gan":
         _require(g.readout in gan_lib.READOUTS, "model.generator.readout", g.readout, f"supported: {', '.join(gan_lib.READOUTS)}")
     else:
@@ -222,6 +225,17 @@ def _validate_gan(config: ml_collections.ConfigDict) -> None:
     _require(loss.gp_weight >= 0, "loss.gp_weight", loss.gp_weight, "must be >= 0")
     rate_penalty = loss.get("g_rate_penalty", 0.0)
     _require(rate_penalty >= 0, "loss.g_rate_penalty", rate_penalty, "must be >= 0 (0 = off)")
+    for field in ("fm_weight", "cr_weight", "g_homeostasis"):
+        value = loss.get(field, 0.0)
+        _require(value >= 0, f"loss.{field}", value, "must be >= 0 (0 = off)")
+    shift = loss.get("augment_shift", 0)
+    _require(_is_int(shift) and shift >= 0, "loss.augment_shift", shift, "must be an int >= 0 pixels (0 = off)")
+    _require(loss.get("cr_sigma", 0.05) > 0, "loss.cr_sigma", loss.get("cr_sigma", 0.05), "must be > 0")
+    band = tuple(loss.get("homeostasis_band", (0.01, 0.5)))
+    _require(len(band) == 2 and 0.0 <= band[0] < band[1] <= 1.0, "loss.homeostasis_band", band,
+             "must be (lo, hi) with 0 <= lo < hi <= 1")
+    _require(not loss.get("g_homeostasis", 0.0) or m.name == "gan", "loss.g_homeostasis", loss.get("g_homeostasis", 0.0),
+             "needs a spiking generator (model.name='gan')")
     o = config.optimizer
     _require(o.name in OPTIMIZERS, "optimizer.name", o.name, f"unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
     for field in ("g_learning_rate", "d_learning_rate"):
@@ -372,7 +386,7 @@ def make_gan_models(config: ml_collections.ConfigDict, image_shape: tuple[int, .
     if m.disc == "spiking":
         discriminator = gan_lib.SpikingDiscriminator(
             num_steps=m.num_steps, coding=d.coding, arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels),
-            mbstd_group=group, frontend=d.get("frontend", ""), current_norm=bool(d.get("current_norm", False)), **lif,
+            mbstd_group=group, mbstd_source=d.get("mbstd_source", "rates"), frontend=d.get("frontend", ""), current_norm=bool(d.get("current_norm", False)), **lif,
         )
     else:
         discriminator = gan_lib.AnalogDiscriminator(arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels),
@@ -404,6 +418,10 @@ def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[in
         generator, discriminator, g_tx, d_tx, analog_macs=macs, loss=config.loss.name,
         r1_gamma=float(config.loss.r1_gamma), gp_weight=float(config.loss.gp_weight),
         ema_decay=float(config.loss.ema_decay), g_rate_penalty=float(config.loss.get("g_rate_penalty", 0.0)),
+        augment_shift=int(config.loss.get("augment_shift", 0)), fm_weight=float(config.loss.get("fm_weight", 0.0)),
+        g_homeostasis=float(config.loss.get("g_homeostasis", 0.0)),
+        cr_weight=float(config.loss.get("cr_weight", 0.0)), cr_sigma=float(config.loss.get("cr_sigma", 0.05)),
+        homeostasis_band=tuple(float(x) for x in config.loss.get("homeostasis_band", (0.01, 0.5))),
     )
 
 

@@ -32,33 +32,36 @@ Evaluation (``eval_every``) logs feature FID, class entropy and the
 generator's energy report, and flags ``mode_collapse`` when the class
 entropy of the samples falls below ``mode_collapse_entropy`` nats.
 
-Measured (2026-12-02, 2 CPU cores shared with other jobs, jax 0.10.2; every
-row 1,000 steps, 1,000 EMA samples scored by :mod:`jaxspike.metrics`; the
-tables, seeds and commands are in ``results/gan.md``, written by
+Loss options (``config.loss``) besides the GAN loss: R1, the generator EMA,
+``g_homeostasis`` / ``homeostasis_band`` (per-neuron firing-rate band of the
+spiking generator, on by default), ``augment_shift`` (DiffAugment
+translation), ``cr_weight`` / ``cr_sigma`` (consistency regularisation of D)
+and ``fm_weight`` (feature matching); see :mod:`jaxspike.gan_objective`.
+
+Measured (2026-12-03, 2 idle CPU cores shared by two runs, jax 0.10.2; every
+row 1,000 steps, 3 seeds, 1,000 EMA samples scored by :mod:`jaxspike.metrics`;
+the tables, seeds and commands are in ``results/gan.md``, written by
 ``launch.gan_report``):
 
-* default (spiking G with per-sample uniform noise rates + spiking
-  rate-coded D with minibatch std, T=8, R1 10, EMA 0.99): ~275 s of training
-  (3.6 steps/s contended; ~14 steps/s on an idle machine). It still
-  **collapses to one image**: FID 432.8 +- 0.5 over 3 seeds, class entropy
-  0.0, recall 0.0, flagged ``mode_collapse``; ~3,600 spikes = 2.44 uJ per
-  sample (analog twin 2.52 uJ).
+* default (spiking G with per-sample uniform noise rates and homeostasis +
+  spiking rate-coded D with minibatch std, T=8, R1 10, EMA 0.99): ~180 s of
+  training (~5.6 steps/s next to another run). It still **collapses to one
+  image**: FID 423, class entropy ~0.2, recall 0.0, flagged
+  ``mode_collapse``; 0.83 uJ per sample (analog twin 2.52 uJ).
 * ``--config.model.generator.readout=first_spike
   --config.model.discriminator.coding=latency`` (temporal coding): collapses
-  too (FID 506, entropy 0.03), 1.49 uJ per sample.
-* ``hybrid`` (spiking G, analog D, R1 1): FID 288, class entropy 1.97, 84 s;
-  with the first-spike readout FID 205, entropy 1.14, 1.09 uJ per sample.
-* ``hybrid`` with ``--config.model.generator.current_norm=True`` (per-step
-  normalised generator currents): FID 259.5 +- 3.0, entropy 2.04, 1.68 uJ
-  per sample (3 seeds); the same option, or ``model.discriminator.coding=direct``
-  (pixels as currents), does not stop the spiking-D collapse.
-* ``analog`` (R1 1): FID 140.5 +- 2.0 over 3 seeds, entropy 2.16, 64 s
-  (the previous session's 1,500-step run: FID 103).
+  too (FID 487, entropy 0.05), 0.65 uJ per sample.
+* ``hybrid`` (spiking G, analog D, R1 1): FID 232.9, class entropy 2.08,
+  recall 0.37, 1.20 uJ; **with ``--config.model.generator.readout=first_spike``:
+  FID 145.2, class entropy 1.91, recall 0.44, 0.65 uJ per sample**, the best
+  spiking generator here (the twin: FID 140.5).
+  At T=16 (one seed) it reaches FID 137.5 at 1.20 uJ.
+* ``analog`` (R1 1): FID 140.5, entropy 2.16, recall 0.51, 2.52 uJ.
 
-What was tried against the collapse (uniform noise rates, minibatch std, a
-deterministic ``regular`` rate code, the latency code, the arctan surrogate,
-R1 1/10, a generator activity penalty ``loss.g_rate_penalty``, trainable
-neurons ``model.learn_neuron``) and what it showed is in ``results/gan.md``.
+Before homeostasis (2026-12-02, ``--config.loss.g_homeostasis=0``): the
+default collapsed the same way at 2.44 uJ; the hybrid reached FID 288 (205
+with the first-spike readout, entropy 1.14). What was tried against the
+spiking-D collapse, and what it showed, is in ``results/gan.md``.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.discriminator.channels = (32, 64)
     config.model.discriminator.current_norm = False  # per-example, per-step normalised feature-layer currents
     config.model.discriminator.mbstd_group = 4  # 0 = off; >= 2: minibatch-std input over groups of this many images
+    config.model.discriminator.mbstd_source = "rates"  # spiking D: std of its last firing rates, or of the "pixels"
 
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "ns"  # "ns" | "hinge" | "wgan_gp"
@@ -121,6 +125,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.gp_weight = 10.0  # wgan_gp only
     config.loss.ema_decay = 0.99  # generator EMA used for samples and evaluation
     config.loss.g_rate_penalty = 0.0  # lambda * sum of the generator layers' mean firing rates
+    config.loss.augment_shift = 0  # DiffAugment: random shifts of up to this many pixels for everything D sees
+    config.loss.fm_weight = 0.0  # feature matching on D's last-layer firing rates (Salimans et al. 2016)
+    # Per-neuron firing-rate band of the spiking generator's hidden layers (gan_objective): keeps its
+    # neurons from saturating, which otherwise happens within ~100 steps (results/gan.md).
+    config.loss.g_homeostasis = 10.0
+    config.loss.homeostasis_band = (0.01, 0.3)  # (lo, hi) firing rate per neuron and step
+    config.loss.cr_weight = 0.0  # consistency regularisation of D under pixel noise (Zhang et al. 2020)
+    config.loss.cr_sigma = 0.05  # std of that pixel noise
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"
@@ -150,6 +162,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             config.model.name = "analog_gan"
             config.model.disc = "analog"
             config.loss.r1_gamma = 1.0  # measured best of {0, 1, 10} for the analog D (docstring)
+            config.loss.g_homeostasis = 0.0  # an analog generator has no firing rates
         elif v == "hybrid":
             config.model.disc = "analog"
             config.loss.r1_gamma = 1.0
