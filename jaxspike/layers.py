@@ -19,7 +19,9 @@ Two ways to run a layer over time give identical spikes:
 ``[T, B, N]`` currents exceed :data:`HOIST_MAX_BYTES`; ``remat_chunk`` always
 runs per step. ``current_norm=True`` standardises each example's current at
 each step before the cell (:func:`_normalise_current`) (see ``bench/lif_layer.py`` and README.md for the measurements
-behind this).
+behind this). ``rate_grad=theta > 0`` keeps the spikes but backpropagates
+through the layer's firing-rate map instead of the per-step surrogate
+(:meth:`_SpikingLayer._rate_gradient`).
 
 Each layer returns ``(outputs, aux)``. ``aux`` holds per-example counts the
 energy model needs, gathered in the same pass:
@@ -134,6 +136,7 @@ class _SpikingLayer(nn.Module):
     unroll: int = 1
     input_kind: str = "spikes"
     current_norm: bool = False
+    rate_grad: float = 0.0
 
     feature_ndim = 1
 
@@ -233,6 +236,8 @@ class _SpikingLayer(nn.Module):
         (state, count), spikes = scan_time(
             step, (state, count0), xs, unroll=self.unroll, remat_chunk=self.remat_chunk
         )
+        if self.rate_grad:
+            spikes = self._rate_gradient(spikes, x_seq, params, norm if self.current_norm else None)
         aux = {
             "spike_count": count,
             "firing_rate": count / (num_steps * float(np.prod(out_shape))),
@@ -241,6 +246,28 @@ class _SpikingLayer(nn.Module):
         if self.current_norm:  # mean, variance, scale and shift: counted as 4 MACs per neuron and step
             aux["macs"] = aux["macs"] + 4.0 * float(np.prod(out_shape)) * num_steps
         return spikes, aux
+
+
+    def _rate_gradient(self, spikes: Array, x_seq: Array, params, norm) -> Array:
+        """Spikes whose backward pass goes through the firing-rate map, not the per-step surrogate.
+
+        The forward value is the exact spike train. The gradient is that of
+        ``clip(mean_t I_t / theta, 0, 1)``, the firing rate of an
+        integrate-and-fire neuron with reset by subtraction driven by the
+        mean current (exact as T grows), spread evenly over the T steps:
+        differentiation on spike representation (Meng et al. 2022, "Training
+        high-performance low-latency spiking neural networks by
+        differentiation on spike representation"). ``theta = rate_grad``.
+        """
+        if self.current_norm:  # normalisation is per step, so average the normalised currents
+            num_steps, batch = x_seq.shape[:2]
+            flat, _ = _flat_batch(x_seq, self.feature_ndim)
+            current = _normalise_current(self._synapse(params, flat), norm)
+            mean_current = jnp.mean(current.reshape((num_steps, batch) + current.shape[1:]), axis=0)
+        else:  # the synapse is affine, so the mean current is the synapse of the mean input
+            mean_current = self._synapse(params, jnp.mean(x_seq, axis=0))
+        rate = jnp.clip(mean_current / self.rate_grad, 0.0, 1.0)
+        return jax.lax.stop_gradient(spikes) + (rate - jax.lax.stop_gradient(rate))[None]
 
 
 def _normalise_current(current: Array, norm: dict) -> Array:

@@ -30,11 +30,15 @@ def test_noise_spike_frequencies_follow_p():
     np.testing.assert_allclose(z.mean(axis=(0, 1)), per_unit, atol=0.02)
 
 
-@pytest.mark.parametrize("coding", ["rate", "regular", "latency", "direct"])
-@pytest.mark.parametrize("readout", ["membrane", "rate", "first_spike"])
-def test_generator_gets_gradients_through_spiking_discriminator(coding, readout):
+# Every coding and every readout once; both backward passes of D (the config's default is regular + rate).
+@pytest.mark.parametrize(
+    "coding, readout, gradient",
+    [("rate", "membrane", "surrogate"), ("regular", "membrane", "rate"), ("latency", "first_spike", "surrogate"),
+     ("direct", "rate", "rate"), ("regular", "first_spike", "surrogate")],
+)
+def test_generator_gets_gradients_through_spiking_discriminator(coding, readout, gradient):
     G = gan.SpikingGenerator(**TINY_G, readout=readout, threshold=0.5)
-    D = gan.SpikingDiscriminator(**TINY_D, coding=coding, threshold=0.5)
+    D = gan.SpikingDiscriminator(**TINY_D, coding=coding, threshold=0.5, gradient=gradient)
     real = _real()
     state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, optax.adam(1e-3), optax.adam(1e-3))
 
@@ -268,3 +272,21 @@ def test_pixel_minibatch_std_sees_a_collapsed_batch_through_rate_coding():
     with pytest.raises(ValueError, match="mbstd_source"):
         gan.SpikingDiscriminator(**TINY_D, mbstd_group=4, mbstd_source="rate").init(
             jax.random.key(0), real, jax.random.key(1))
+
+
+def test_rate_gradient_discriminator_spikes_the_same_and_backpropagates_through_rates():
+    # (the conv layers' rate gradient is checked against its formula in test_layers.py)
+    real = _real(4)
+    kw = dict(TINY_D, coding="regular", threshold=0.5)
+    bptt, rated = gan.SpikingDiscriminator(**kw), gan.SpikingDiscriminator(**kw, gradient="rate")
+    params = bptt.init(jax.random.key(0), real, jax.random.key(1))
+    a, aux_a = bptt.apply(params, real, jax.random.key(2))
+    b, aux_b = rated.apply(params, real, jax.random.key(2))
+    np.testing.assert_array_equal(a, b)  # same spikes, same logits
+    np.testing.assert_array_equal(aux_a["d1"]["spike_count"], aux_b["d1"]["spike_count"])
+    grad = lambda D: jax.grad(lambda x: jnp.sum(D.apply(params, x, jax.random.key(2))[0]))(real)
+    g_bptt, g_rate = grad(bptt), grad(rated)
+    assert np.all(np.isfinite(g_rate)) and float(jnp.linalg.norm(g_rate)) > 0
+    assert not np.allclose(g_bptt, g_rate)
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        gan.SpikingDiscriminator(**TINY_D, gradient="exact").init(jax.random.key(0), real, jax.random.key(1))

@@ -155,6 +155,7 @@ def test_gan_seed_sweep_matches_single_runs(gan_run, tmp_path):
         ("model.surrogate", "erf", r"config.model.surrogate='erf'"),
         ("model.discriminator.mbstd_group", 3, r"config.model.discriminator.mbstd_group=3: .*dividing batch_size=8"),
         ("model.discriminator.mbstd_source", "pixel", r"config.model.discriminator.mbstd_source='pixel'"),
+        ("model.discriminator.gradient", "exact", r"config.model.discriminator.gradient='exact'"),
         ("loss.g_homeostasis", -1.0, r"config.loss.g_homeostasis=-1.0"),
         ("loss.homeostasis_band", (0.5, 0.1), r"config.loss.homeostasis_band=\(0.5, 0.1\)"),
         ("loss.augment_shift", -2, r"config.loss.augment_shift=-2"),

@@ -171,3 +171,35 @@ def test_current_norm_makes_spikes_invariant_to_weight_scale(hoist):
     np.testing.assert_allclose(aux["macs"] - aux_plain["macs"], 4.0 * 16 * 6)  # 4 MACs per neuron and step
     g = jax.grad(lambda p: jnp.sum(layer.apply({"params": p}, x)[0] * jnp.arange(16.0)))(params)
     assert float(jnp.sum(jnp.abs(g["norm_scale"]))) > 0 and float(jnp.sum(jnp.abs(g["norm_offset"]))) > 0
+
+
+@pytest.mark.parametrize("layer_cls", ["dense", "conv"])
+def test_rate_grad_keeps_the_spikes_and_backpropagates_the_rate_map(layer_cls):
+    theta = 0.5
+    if layer_cls == "dense":
+        x = (jax.random.uniform(jax.random.key(0), (8, 3, 20)) < 0.4).astype(jnp.float32)
+        make = lambda **kw: layers.SpikingDense(16, cell=cells.lif(0.9, theta), **kw)
+    else:
+        x = (jax.random.uniform(jax.random.key(0), (8, 2, 6, 6, 3)) < 0.4).astype(jnp.float32)
+        make = lambda **kw: layers.SpikingConv(4, kernel_size=3, cell=cells.lif(0.9, theta), **kw)
+    plain, rated = make(), make(rate_grad=theta)
+    params = plain.init(jax.random.key(1), x)["params"]
+    s_plain, _ = plain.apply({"params": params}, x)
+    s_rated, _ = rated.apply({"params": params}, x)
+    np.testing.assert_array_equal(s_plain, s_rated)  # forward: the exact spike trains
+    w = jax.random.normal(jax.random.key(2), s_plain.shape[1:])
+
+    def readout(layer, p, inp):
+        return jnp.sum(jnp.mean(layer.apply({"params": p}, inp)[0], axis=0) * w)
+
+    def rate_map(p, inp):  # clip(mean current / theta, 0, 1): the map the backward pass differentiates
+        current = plain.apply({"params": p}, jnp.mean(inp, axis=0), method=lambda m, v: m._synapse(p, v))
+        return jnp.sum(jnp.clip(current / theta, 0.0, 1.0) * w)
+
+    got = jax.grad(readout, argnums=(1, 2))(rated, params, x)
+    want_p, want_x = jax.grad(rate_map, argnums=(0, 1))(params, x)
+    for a, b in zip(jax.tree_util.tree_leaves(got[0]), jax.tree_util.tree_leaves(want_p)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[1], want_x, rtol=1e-5, atol=1e-7)  # each step's input gets 1/T of it
+    # and it is not the surrogate gradient
+    assert not np.allclose(jax.grad(readout, argnums=1)(plain, params, x)["kernel"], got[0]["kernel"])

@@ -56,6 +56,7 @@ READOUTS = ("membrane", "rate", "first_spike")
 CODINGS = ("rate", "regular", "latency", "direct")
 ARCHS = ("mlp", "conv")
 MBSTD_SOURCES = ("rates", "pixels")
+D_GRADIENTS = ("surrogate", "rate")
 
 
 def _lif(module) -> cells.Cell:
@@ -316,6 +317,11 @@ class SpikingDiscriminator(nn.Module):
         "" = none, MLP only).
       current_norm: per-example, per-step normalised input currents of the
         feature layers (see :class:`SpikingGenerator`).
+      gradient: how the feature layers are differentiated: ``"surrogate"``
+        (per-step surrogate derivative, backpropagation through time) or
+        ``"rate"`` (the exact spikes forward, the gradient of each layer's
+        firing-rate map ``clip(mean current / threshold, 0, 1)`` backward;
+        Meng et al. 2022, see :meth:`jaxspike.layers._SpikingLayer._rate_gradient`).
     """
 
     num_steps: int = 16
@@ -333,23 +339,29 @@ class SpikingDiscriminator(nn.Module):
     mbstd_source: str = "rates"
     frontend: str = ""
     current_norm: bool = False
+    gradient: str = "surrogate"
 
     def setup(self):
         encoding.check_num_steps(self.num_steps)
         _check_choice("coding", self.coding, CODINGS)
+        _check_choice("gradient", self.gradient, D_GRADIENTS)
+        rate_grad = self.threshold if self.gradient == "rate" else 0.0
         _check_choice("mbstd_source", self.mbstd_source, MBSTD_SOURCES)
         _check_choice("arch", self.arch, ARCHS)
         cell = _lif(self)
         if self.arch == "mlp":
             kinds = ["analog" if self.coding == "direct" else "spikes"] + ["spikes"] * (len(self.hidden) - 1)
             self.feature_layers = [
-                layers.SpikingDense(n, cell=cell, hoist=self.hoist, input_kind=k, current_norm=self.current_norm)
+                layers.SpikingDense(
+                    n, cell=cell, hoist=self.hoist, input_kind=k, current_norm=self.current_norm, rate_grad=rate_grad
+                )
                 for n, k in zip(self.hidden, kinds)
             ]
         else:
             self.feature_layers = [
                 layers.SpikingConv(
                     ch, kernel_size=3, strides=2, cell=cell, hoist=self.hoist, current_norm=self.current_norm,
+                    rate_grad=rate_grad,
                     input_kind="analog" if (i == 0 and self.coding == "direct") else "spikes",
                 )
                 for i, ch in enumerate(self.channels)

@@ -211,6 +211,9 @@ def _validate_gan(config: ml_collections.ConfigDict) -> None:
     source = d.get("mbstd_source", "rates")
     _require(source in gan_lib.MBSTD_SOURCES, "model.discriminator.mbstd_source", source,
              f"supported: {', '.join(gan_lib.MBSTD_SOURCES)}")
+    d_grad = d.get("gradient", "surrogate")
+    _require(d_grad in gan_lib.D_GRADIENTS, "model.discriminator.gradient", d_grad,
+             f"supported: {', '.join(gan_lib.D_GRADIENTS)}")
     if m.name == "gan":
         _require(g.readout in gan_lib.READOUTS, "model.generator.readout", g.readout, f"supported: {', '.join(gan_lib.READOUTS)}")
     else:
@@ -386,7 +389,8 @@ def make_gan_models(config: ml_collections.ConfigDict, image_shape: tuple[int, .
     if m.disc == "spiking":
         discriminator = gan_lib.SpikingDiscriminator(
             num_steps=m.num_steps, coding=d.coding, arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels),
-            mbstd_group=group, mbstd_source=d.get("mbstd_source", "rates"), frontend=d.get("frontend", ""), current_norm=bool(d.get("current_norm", False)), **lif,
+            mbstd_group=group, mbstd_source=d.get("mbstd_source", "rates"), frontend=d.get("frontend", ""),
+            current_norm=bool(d.get("current_norm", False)), gradient=d.get("gradient", "surrogate"), **lif,
         )
     else:
         discriminator = gan_lib.AnalogDiscriminator(arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels),
