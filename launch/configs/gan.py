@@ -38,19 +38,22 @@ spiking generator, on by default), ``augment_shift`` (DiffAugment
 translation), ``cr_weight`` / ``cr_sigma`` (consistency regularisation of D)
 and ``fm_weight`` (feature matching); see :mod:`jaxspike.gan_objective`.
 
-Measured (2026-12-03, 2 idle CPU cores shared by two runs, jax 0.10.2; every
+Measured (2026-12-04, 2 idle CPU cores shared by two runs, jax 0.10.2; every
 row 1,000 steps, 3 seeds, 1,000 EMA samples scored by :mod:`jaxspike.metrics`;
 the tables, seeds and commands are in ``results/gan.md``, written by
 ``launch.gan_report``):
 
 * default (spiking G with per-sample uniform noise rates and homeostasis +
-  spiking rate-coded D with minibatch std, T=8, R1 10, EMA 0.99): ~180 s of
-  training (~5.6 steps/s next to another run). It still **collapses to one
-  image**: FID 423, class entropy ~0.2, recall 0.0, flagged
-  ``mode_collapse``; 0.83 uJ per sample (analog twin 2.52 uJ).
-* ``--config.model.generator.readout=first_spike
-  --config.model.discriminator.coding=latency`` (temporal coding): collapses
-  too (FID 487, entropy 0.05), 0.65 uJ per sample.
+  spiking D reading a regular rate code, trained through its firing rates
+  (``model.discriminator.gradient="rate"``), minibatch std, T=8, R1 1, EMA
+  0.99): ~120 s of training. FID 283 ± 61 (seeds 252, 353, 244), class
+  entropy 1.97, recall 0.19, 1.15 uJ per sample (analog twin 2.52 uJ).
+* ``--config.model.generator.readout=first_spike``: FID 211 ± 57 (179, 277,
+  176), entropy 1.19, 0.71 uJ; with ``--config.model.discriminator.coding=latency``
+  too (temporal coding): FID 250, entropy 0.87, 0.58 uJ.
+* the surrogate-trained D of 2026-12-03 (``--config.model.discriminator.gradient=surrogate
+  --config.model.discriminator.coding=rate --config.loss.r1_gamma=10``):
+  **collapses to one image** (FID 423, entropy 0.2, flagged ``mode_collapse``).
 * ``hybrid`` (spiking G, analog D, R1 1): FID 232.9, class entropy 2.08,
   recall 0.37, 1.20 uJ; **with ``--config.model.generator.readout=first_spike``:
   FID 145.2, class entropy 1.91, recall 0.44, 0.65 uJ per sample**, the best
@@ -58,10 +61,8 @@ the tables, seeds and commands are in ``results/gan.md``, written by
   At T=16 (one seed) it reaches FID 137.5 at 1.20 uJ.
 * ``analog`` (R1 1): FID 140.5, entropy 2.16, recall 0.51, 2.52 uJ.
 
-Before homeostasis (2026-12-02, ``--config.loss.g_homeostasis=0``): the
-default collapsed the same way at 2.44 uJ; the hybrid reached FID 288 (205
-with the first-spike readout, entropy 1.14). What was tried against the
-spiking-D collapse, and what it showed, is in ``results/gan.md``.
+What was tried against the spiking-D collapse, and what it showed, is in
+``results/gan.md``.
 """
 
 from __future__ import annotations
@@ -112,16 +113,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.generator.current_norm = False  # per-example, per-step normalised hidden currents
     config.model.discriminator = ml_collections.ConfigDict()
     config.model.discriminator.arch = "mlp"
-    config.model.discriminator.coding = "rate"  # "rate" (Bernoulli) | "regular" | "latency" | "direct" (spiking D only)
+    # Spike code of the spiking D's input: "regular" (deterministic rate code: no sampling noise) | "rate"
+    # (Bernoulli) | "latency" | "direct" (pixels as currents into its first spiking layer).
+    config.model.discriminator.coding = "regular"
     config.model.discriminator.hidden = (512, 256)
     config.model.discriminator.channels = (32, 64)
     config.model.discriminator.current_norm = False  # per-example, per-step normalised feature-layer currents
     config.model.discriminator.mbstd_group = 4  # 0 = off; >= 2: minibatch-std input over groups of this many images
     config.model.discriminator.mbstd_source = "rates"  # spiking D: std of its last firing rates, or of the "pixels"
+    # Spiking D's backward pass: "rate" (through each layer's firing-rate map, Meng et al. 2022) or
+    # "surrogate" (per-step surrogate, BPTT: the generator collapses to one image, results/gan.md).
+    config.model.discriminator.gradient = "rate"
 
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "ns"  # "ns" | "hinge" | "wgan_gp"
-    config.loss.r1_gamma = 10.0  # R1 on real images (Mescheder et al. 2018): without it D wins within ~300 steps
+    config.loss.r1_gamma = 1.0  # R1 on real images (Mescheder et al. 2018): without it D wins within ~300 steps
     config.loss.gp_weight = 10.0  # wgan_gp only
     config.loss.ema_decay = 0.99  # generator EMA used for samples and evaluation
     config.loss.g_rate_penalty = 0.0  # lambda * sum of the generator layers' mean firing rates
