@@ -34,7 +34,7 @@ def test_noise_spike_frequencies_follow_p():
 @pytest.mark.parametrize(
     "coding, readout, gradient",
     [("rate", "membrane", "surrogate"), ("regular", "membrane", "rate"), ("latency", "first_spike", "surrogate"),
-     ("direct", "rate", "rate"), ("regular", "first_spike", "surrogate")],
+     ("direct", "rate", "rate")],
 )
 def test_generator_gets_gradients_through_spiking_discriminator(coding, readout, gradient):
     G = gan.SpikingGenerator(**TINY_G, readout=readout, threshold=0.5)
@@ -79,8 +79,11 @@ def test_latency_code_is_single_spike_and_differentiable():
     assert float(jnp.sum(jnp.abs(g))) > 0  # spike times move with intensity
 
 
-@pytest.mark.parametrize("loss", gan_objective.GAN_LOSSES)
-@pytest.mark.parametrize("disc", ["spiking", "analog"])
+# Every loss with the analog D; the spiking D with the plain loss and the one that differentiates it twice.
+@pytest.mark.parametrize(
+    "loss, disc",
+    [("ns", "spiking"), ("wgan_gp", "spiking"), ("ns", "analog"), ("hinge", "analog"), ("wgan_gp", "analog")],
+)
 def test_smoke_training_step_runs_and_updates(loss, disc):
     G = gan.SpikingGenerator(**TINY_G, threshold=0.5)
     D = gan.SpikingDiscriminator(**TINY_D, threshold=0.5) if disc == "spiking" else gan.AnalogDiscriminator(hidden=(32, 16))
