@@ -45,15 +45,17 @@ the tables, seeds and commands are in ``results/gan.md``, written by
 
 * default (spiking G with per-sample uniform noise rates and homeostasis +
   spiking D reading a regular rate code, trained through its firing rates
-  (``model.discriminator.gradient="rate"``), minibatch std, T=8, R1 1, EMA
-  0.99): ~120 s of training. FID 283 ± 61 (seeds 252, 353, 244), class
-  entropy 1.97, recall 0.19, 1.15 uJ per sample (analog twin 2.52 uJ).
-* ``--config.model.generator.readout=first_spike``: FID 211 ± 57 (179, 277,
-  176), entropy 1.19, 0.71 uJ; with ``--config.model.discriminator.coding=latency``
-  too (temporal coding): FID 250, entropy 0.87, 0.58 uJ.
+  (``model.discriminator.gradient="rate"``), pixel minibatch std, T=8, R1 1,
+  EMA 0.99): ~110 s of training. FID 240 ± 10, class entropy 2.13, recall
+  0.42, 1.18 uJ per sample (analog twin 2.52 uJ).
+* ``--config.model.generator.readout=first_spike``: **FID 158 ± 3, entropy
+  1.78, recall 0.38, 0.73 uJ**, the best fully spiking GAN here; with
+  ``--config.model.discriminator.coding=latency`` too (temporal coding):
+  FID 257, entropy 0.87, 0.59 uJ.
 * the surrogate-trained D of 2026-12-03 (``--config.model.discriminator.gradient=surrogate
-  --config.model.discriminator.coding=rate --config.loss.r1_gamma=10``):
-  **collapses to one image** (FID 423, entropy 0.2, flagged ``mode_collapse``).
+  --config.model.discriminator.coding=rate --config.model.discriminator.mbstd_source=rates
+  --config.loss.r1_gamma=10``): **collapses to one image** (FID 423, entropy 0.2,
+  flagged ``mode_collapse``).
 * ``hybrid`` (spiking G, analog D, R1 1): FID 232.9, class entropy 2.08,
   recall 0.37, 1.20 uJ; **with ``--config.model.generator.readout=first_spike``:
   FID 145.2, class entropy 1.91, recall 0.44, 0.65 uJ per sample**, the best
@@ -120,7 +122,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.discriminator.channels = (32, 64)
     config.model.discriminator.current_norm = False  # per-example, per-step normalised feature-layer currents
     config.model.discriminator.mbstd_group = 4  # 0 = off; >= 2: minibatch-std input over groups of this many images
-    config.model.discriminator.mbstd_source = "rates"  # spiking D: std of its last firing rates, or of the "pixels"
+    # Spiking D: minibatch std of the "pixels" (before spike coding) or of its last firing "rates".
+    config.model.discriminator.mbstd_source = "pixels"
     # Spiking D's backward pass: "rate" (through each layer's firing-rate map, Meng et al. 2022) or
     # "surrogate" (per-step surrogate, BPTT: the generator collapses to one image, results/gan.md).
     config.model.discriminator.gradient = "rate"
