@@ -106,11 +106,16 @@ def translate(key: Array, images: Array, max_shift: int) -> Array:
     return jax.vmap(crop)(padded, offsets)
 
 
-def rate_band_penalty(rates, band: tuple[float, float]) -> Array:
-    """``sum_l mean_j (relu(r_lj - hi)^2 + relu(lo - r_lj)^2)`` over layers' per-neuron rates ``r_l [N_l]``."""
+def _check_band(band) -> tuple[float, float]:
     lo, hi = band
     if not 0.0 <= lo < hi <= 1.0:
-        raise ValueError(f"homeostasis band must satisfy 0 <= lo < hi <= 1, got {band}")
+        raise ValueError(f"homeostasis band must satisfy 0 <= lo < hi <= 1, got {tuple(band)}")
+    return lo, hi
+
+
+def rate_band_penalty(rates, band: tuple[float, float]) -> Array:
+    """``sum_l mean_j (relu(r_lj - hi)^2 + relu(lo - r_lj)^2)`` over layers' per-neuron rates ``r_l [N_l]``."""
+    lo, hi = _check_band(band)
     if not rates:
         raise ValueError("the rate band penalty needs spiking layers with per-neuron rates (a spiking generator)")
     return sum(jnp.mean(jax.nn.relu(r - hi) ** 2 + jax.nn.relu(lo - r) ** 2) for r in rates)
@@ -168,8 +173,7 @@ def make_gan_step(
             raise ValueError(f"{name} must be >= 0, got {value}")
     if loss not in GAN_LOSSES:
         raise ValueError(f"GAN loss must be one of {GAN_LOSSES}, got {loss!r}")
-    if not 0.0 <= homeostasis_band[0] < homeostasis_band[1] <= 1.0:
-        raise ValueError(f"homeostasis band must satisfy 0 <= lo < hi <= 1, got {tuple(homeostasis_band)}")
+    _check_band(homeostasis_band)
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
 

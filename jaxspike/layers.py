@@ -247,7 +247,6 @@ class _SpikingLayer(nn.Module):
             aux["macs"] = aux["macs"] + 4.0 * float(np.prod(out_shape)) * num_steps
         return spikes, aux
 
-
     def _rate_gradient(self, spikes: Array, x_seq: Array, params, norm) -> Array:
         """Spikes whose backward pass goes through the firing-rate map, not the per-step surrogate.
 

@@ -393,9 +393,10 @@ class SpikingDiscriminator(nn.Module):
     def __call__(self, images: Array, key: Array):
         feats, aux = self.features(images, key)
         # Per-neuron firing rates of the last feature layer, for feature matching.
-        aux["features"] = {"mean": jnp.mean(feats, axis=0)}
+        rates = jnp.mean(feats, axis=0)
+        aux["features"] = {"mean": rates}
         if self.mbstd_group:
-            source = jnp.mean(feats, axis=0) if self.mbstd_source == "rates" else images.reshape(images.shape[0], -1)
+            source = rates if self.mbstd_source == "rates" else images.reshape(images.shape[0], -1)
             std = minibatch_std(source, self.mbstd_group)
             feats = jnp.concatenate([feats, jnp.broadcast_to(std[None], (feats.shape[0], *std.shape))], axis=-1)
         logit, aux["d_head"] = self.head(feats)
