@@ -1,6 +1,8 @@
-"""Test setup: CPU only, four fake devices, float32 matmuls at full precision."""
+"""Test setup: CPU only, four fake devices, one XLA compilation cache per test session."""
 
 import os
+import shutil
+import tempfile
 
 # Must happen before jax is imported anywhere.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -9,6 +11,14 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A persistent XLA compilation cache made fresh for this session (by the first process to import
+# this file: the xdist controller, whose environment the workers and the CLI subprocesses
+# inherit). A program that several tests build (the reference runs, a resumed run, a sweep's
+# single-seed twin, a CLI re-run) is compiled once; every program is still compiled and run here.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxspike-xla-cache-")
+    os.environ["JAXSPIKE_TEST_OWNS_XLA_CACHE"] = str(os.getpid())
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -17,3 +27,9 @@ import pytest  # noqa: E402
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+def pytest_sessionfinish(session):
+    # Only the process that made the cache removes it (not an xdist worker, not a user's own dir).
+    if os.environ.get("JAXSPIKE_TEST_OWNS_XLA_CACHE") == str(os.getpid()):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -106,20 +106,13 @@ def test_generator_learns_through_the_stdp_discriminator(tmp_path):
     assert set(state.d_params) == {"feature_layers_0", "head"}
     assert state.d_params["feature_layers_0"]["kernel"].shape == (4 * 4 * TINY.c2, 16)
 
-    def g_obj(g_params):
-        fake, _ = G.apply({"params": g_params}, G.sample_noise(jax.random.key(1), 8))
-        return jnp.mean(D.apply({"params": state.d_params}, fake, jax.random.key(2))[0])
-
-    grads = jax.grad(g_obj)(state.g_params)
-    norms = [float(jnp.linalg.norm(g)) for g in jax.tree_util.tree_leaves(grads)]
-    assert all(np.isfinite(norms)) and min(norms) > 0, norms  # every generator layer gets a gradient
-
     # (R1's second derivative through the front end: test_gradient_reaches_the_pixels_and_is_finite.)
     step = jax.jit(gan_objective.make_gan_step(G, D, g_tx, d_tx, ema_decay=0.9))
     new, metrics = step(state, {"image": real}, jax.random.key(4))
     assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
     moved = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.g_params, state.g_params)
-    assert min(jax.tree_util.tree_leaves(moved)) > 0
+    # Adam moves a parameter only if its gradient is non-zero: every generator layer got one.
+    assert min(jax.tree_util.tree_leaves(moved)) > 0, moved
     # Frozen: the weights on disk are what the D uses, unchanged by training.
     np.testing.assert_array_equal(stdp_frontend.load(spec).w1, _weights()[0].astype(np.float32))
 
