@@ -47,6 +47,7 @@ __all__ = [
     "iterate",
     "steps_per_epoch",
     "image_shape",
+    "shift_images",
 ]
 
 
@@ -319,6 +320,21 @@ def stream(
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
     for image_b, label_b in tfds.as_numpy(ds):
         yield {"image": image_b.astype(np.float32), "label": label_b.astype(np.int32)}
+
+
+def shift_images(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``[N, H, W, C]`` images moved ``dy`` pixels down and ``dx`` right (negative: up, left),
+    zero-filled; a fixed translation for enlarging a training set."""
+    if images.ndim != 4:
+        raise ValueError(f"shift_images expects [N, H, W, C], got shape {tuple(images.shape)}")
+    height, width = images.shape[1:3]
+    if abs(dy) >= height or abs(dx) >= width:
+        raise ValueError(f"shift ({dy}, {dx}) is not smaller than the image ({height}, {width})")
+    out = np.zeros_like(images)
+    out[:, max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = images[
+        :, max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
+    ]
+    return out
 
 
 def image_shape(ds: Dataset) -> tuple[int, int, int]:

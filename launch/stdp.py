@@ -3,11 +3,14 @@
     python -m launch.stdp --workdir=/tmp/stdp
     python -m launch.stdp --workdir=/tmp/stdp_smoke --smoke
     python -m launch.stdp --workdir=/tmp/stdp_fe --stdp_only   # S1 + S2 only: a front end
+    python -m launch.stdp --workdir=/tmp/stdp_sh8 --shifts=8 --epochs3=10   # R-STDP on 9 x 4,000 digits
 
 Stages (each timed): S1 by STDP (``--epochs1`` passes over the 4,000
 training digits), S2 by STDP (``--epochs2``), features of train and test
-through the frozen S1-S2, the decision layer by R-STDP (``--epochs3``),
-then a logistic-regression probe on the same unsupervised S2 features.
+through the frozen S1-S2, the decision layer by R-STDP (``--epochs3``
+passes over its training set: the digits plus ``--shifts`` one-pixel
+shifted copies of them, with ``--dropout`` of the decision maps), then a
+logistic-regression probe on the same unsupervised S2 features.
 
 Writes into ``--workdir``: ``config.json``, ``metrics.json`` (accuracies,
 probe, energy per image, stage times), ``history.jsonl`` and ``rstdp_accuracy.png`` (R-STDP
@@ -36,12 +39,19 @@ _EPOCHS3 = flags.DEFINE_integer("epochs3", 20, "R-STDP passes for the decision l
 _BATCH = flags.DEFINE_integer("batch", 16, "Images per compiled STDP step (winners from the batch-start weights).")
 _DECIDE_EVERY = flags.DEFINE_integer("decide_every", 10, "R-STDP examples decided per group (1 = fully online).")
 _RSTDP_SCALE = flags.DEFINE_float("rstdp_scale", 1.0, "Multiplies the paper's R-STDP rates (0.004, -0.003, -0.004, 0.0005).")
+_DROPOUT = flags.DEFINE_float("dropout", 0.0, "R-STDP: probability that a decision map sits out an example "
+                               "(Mozafari et al. 2018's guard against overfitting).")
+_SHIFTS = flags.DEFINE_integer("shifts", 0, "R-STDP training set: the training digits plus this many one-pixel shifted "
+                               "copies (0-8: down, up, right, left, then the four diagonals).")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 0, "Use only this many training digits (0 = all 4,000).")
 _STDP_ONLY = flags.DEFINE_bool("stdp_only", False, "Stop after the S1/S2 STDP stages (params.npz, filters1.png, "
                                 "metrics.json with their times): the frozen front end of jaxspike.models.stdp_frontend.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny run (c1=4, c2=8, 200 digits, 1 epoch each) to test the code path.")
 
 flags.mark_flags_as_required(["workdir"])
+
+
+_SHIFT_ORDER = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1))
 
 
 def _filters_png(w1, path):
@@ -103,6 +113,10 @@ def _history_png(history, probe_acc, path):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
+    if not 0 <= _SHIFTS.value <= len(_SHIFT_ORDER):
+        raise app.UsageError(f"--shifts must be in 0..{len(_SHIFT_ORDER)}, got {_SHIFTS.value}")
+    if not 0.0 <= _DROPOUT.value < 1.0:
+        raise app.UsageError(f"--dropout must be in [0, 1), got {_DROPOUT.value}")
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -122,6 +136,7 @@ def main(argv):
     seed = _SEED.value
     config = {"net": cfg._asdict(), "epochs": epochs, "num_train": num_train, "batch": batch,
               "decide_every": decide_every, "rstdp_chunk": rstdp_batch, "seed": seed, "dataset": "mnist5k",
+              "dropout": _DROPOUT.value, "shifts": _SHIFTS.value,
               "rstdp_rates": tuple(_RSTDP_SCALE.value * r for r in (0.004, -0.003, -0.004, 0.0005)), "command": " ".join(sys.argv)}
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
@@ -174,21 +189,29 @@ def main(argv):
     t0 = time.time()
     f_train, e_train, _ = all_features(x_train)
     f_test, e_test, aux_test = all_features(test.images)
+    # The R-STDP set: the training digits, then their one-pixel shifted copies (more distinct
+    # digits for the decision layer; S1, S2 and the probe see the originals only).
+    f_rstdp = [f_train] + [all_features(data.shift_images(x_train, dy, dx))[0] for dy, dx in _SHIFT_ORDER[: _SHIFTS.value]]
+    f_rstdp, y_rstdp = np.concatenate(f_rstdp), np.tile(y_train, len(f_rstdp))
     times["features_s"] = time.time() - t0
-    print(f"features: {times['features_s']:.0f}s, S2 pooled firing {f_train.mean():.3f}", flush=True)
+    print(f"features: {times['features_s']:.0f}s, S2 pooled firing {f_train.mean():.3f}, "
+          f"R-STDP set {len(y_rstdp)} digits", flush=True)
 
-    epoch_fn = jax.jit(net.make_rstdp_epoch(cfg, batch=rstdp_batch, decide_every=decide_every), donate_argnums=(0,))
+    epoch_fn = jax.jit(net.make_rstdp_epoch(cfg, batch=rstdp_batch, decide_every=decide_every, dropout=_DROPOUT.value),
+                       donate_argnums=(0,))
     decide = jax.jit(lambda w, f: net.decide(w, f, cfg)[0])
-    f_train_j, y_train_j, f_test_j = jnp.asarray(f_train), jnp.asarray(y_train), jnp.asarray(f_test)
+    f_rstdp_j, y_rstdp_j, f_test_j = jnp.asarray(f_rstdp), jnp.asarray(y_rstdp), jnp.asarray(f_test)
     w3, scales = params.w3, jnp.array([0.9, 0.1])
     rates = jnp.array(config["rstdp_rates"])
     t0 = time.time()
     hist = open(os.path.join(workdir, "history.jsonl"), "w")
     history = []
-    n3 = (n // rstdp_batch) * rstdp_batch
+    n_rstdp = len(y_rstdp)
+    n3 = (n_rstdp // rstdp_batch) * rstdp_batch
     for epoch in range(epochs[2]):
-        order = jnp.asarray(np.random.default_rng([seed, 3, epoch]).permutation(n)[:n3])
-        w3, scales, hits = epoch_fn(w3, scales, f_train_j, y_train_j, order, rates, True)
+        order = jnp.asarray(np.random.default_rng([seed, 3, epoch]).permutation(n_rstdp)[:n3])
+        w3, scales, hits = epoch_fn(w3, scales, f_rstdp_j, y_rstdp_j, order, rates, True,
+                                    jax.random.fold_in(jax.random.key(seed), 3000 + epoch))
         test_acc = float(np.mean(np.asarray(decide(w3, f_test_j)) == test.labels))
         rec = {"epoch": epoch, "train_acc_online": float(hits) / n3, "test_acc": test_acc,
                "time_s": time.time() - t0}
@@ -200,7 +223,7 @@ def main(argv):
     times["rstdp_s"] = time.time() - t0
     params = params._replace(w3=w3)
     metrics["test_acc"] = float(np.mean(np.asarray(decide(w3, f_test_j)) == test.labels))
-    metrics["train_acc"] = float(np.mean(np.asarray(decide(w3, f_train_j)) == y_train))
+    metrics["train_acc"] = float(np.mean(np.asarray(decide(w3, jnp.asarray(f_train))) == y_train))
 
     from sklearn.linear_model import LogisticRegression
 

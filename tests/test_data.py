@@ -106,3 +106,17 @@ def test_tfds_mock_through_load_and_get_batch(tmp_path):
         assert faces.images.shape == (6, 64, 64, 3) and faces.num_classes == 4
         batch = next(data.stream("celeb_a", batch_size=4, seed=0, data_dir=str(tmp_path), image_size=32))
         assert batch["image"].shape == (4, 32, 32, 3) and batch["label"].shape == (4,)
+
+
+def test_shift_images_moves_pixels_and_fills_zeros():
+    x = np.arange(2 * 4 * 5, dtype=np.float32).reshape(2, 4, 5, 1) + 1
+    down_right = data.shift_images(x, 1, 2)
+    np.testing.assert_array_equal(down_right[:, 1:, 2:], x[:, :-1, :-2])
+    assert not down_right[:, 0].any() and not down_right[:, :, :2].any()
+    up_left = data.shift_images(x, -1, -1)
+    np.testing.assert_array_equal(up_left[:, :-1, :-1], x[:, 1:, 1:])
+    np.testing.assert_array_equal(data.shift_images(x, 0, 0), x)
+    with pytest.raises(ValueError, match="not smaller"):
+        data.shift_images(x, 4, 0)
+    with pytest.raises(ValueError, match=r"\[N, H, W, C\]"):
+        data.shift_images(x[..., 0], 1, 0)

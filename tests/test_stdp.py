@@ -39,16 +39,19 @@ def test_each_neuron_spikes_at_most_once(key):
     np.testing.assert_array_equal(np.asarray(stdp.spike_times(spikes)), np.where(fired, first, 7))
     np.testing.assert_allclose(np.asarray(v_at), np.where(fired, np.take_along_axis(np.asarray(pot), first[None], 0)[0], 0))
 
-    in_spikes = net.encode(_images(k2), TINY)
+    @jax.jit  # one compile for the whole pipeline (op by op it costs seconds per primitive)
+    def layer1(images, w1):
+        in_spikes = net.encode(images, TINY)
+        pot1 = stdp.conv_potentials(in_spikes, w1, padding=2)
+        s1, _ = stdp.fire(pot1, TINY.thr1)
+        return in_spikes, pot1, s1, stdp.pool(s1, 2, 2), stdp.pointwise_inhibition(s1)
+
+    in_spikes, pot1, s1, pooled, inhibited = layer1(_images(k2), net.init_params(key, TINY).w1)
     assert in_spikes.shape == (6, 3, 28, 28, 6)
     assert float(jnp.max(jnp.sum(in_spikes, 0))) <= 1.0
     assert float(jnp.sum(in_spikes)) > 0
-    params = net.init_params(key, TINY)
-    pot1 = stdp.conv_potentials(in_spikes, params.w1, padding=2)
     assert bool(jnp.all(jnp.diff(pot1, axis=0) >= -1e-5)), "non-negative weights: potentials never fall"
-    s1, _ = stdp.fire(pot1, TINY.thr1)
-    pooled = stdp.pool(s1, 2, 2)
-    for s in (s1, pooled, stdp.pointwise_inhibition(s1)):
+    for s in (s1, pooled, inhibited):
         assert float(jnp.max(jnp.sum(s, 0))) <= 1.0
     # Pooling keeps the earliest spike of each window.
     t1 = np.asarray(stdp.spike_times(s1))
@@ -174,11 +177,21 @@ def test_same_key_same_filters_and_training_changes_them(key):
     fired, early, aux = net.features(a2, images, TINY)
     assert fired.shape == (4, 4, 4, TINY.c2) and early.shape == fired.shape
     assert float(aux["synops1"].min()) > 0
+    labels, rates = jnp.array([0, 1, 2, 3]), jnp.array([0.004, -0.003, -0.004, 0.0005])
     epoch = jax.jit(net.make_rstdp_epoch(TINY, batch=4, decide_every=2))
-    w3, scales, hits = epoch(a2.w3, jnp.array([0.9, 0.1]), fired, jnp.array([0, 1, 2, 3]), jnp.arange(4),
-                             jnp.array([0.004, -0.003, -0.004, 0.0005]), True)
+    w3, scales, hits = epoch(a2.w3, jnp.array([0.9, 0.1]), fired, labels, jnp.arange(4), rates, True, jax.random.key(0))
     assert w3.shape == a2.w3.shape and 0 <= int(hits) <= 4
     assert w3.min() >= np.float32(0.2) and w3.max() <= np.float32(0.8)
+    # Dropout: a switched-off decision map never wins; the draws come from the key alone.
+    active = jnp.zeros((4, w3.shape[-1]), bool).at[:, 1].set(True)
+    np.testing.assert_array_equal(np.asarray(net.decide(a2.w3, fired, TINY, active)[1]), [1, 1, 1, 1])
+    dropped = jax.jit(net.make_rstdp_epoch(TINY, batch=4, decide_every=2, dropout=0.5))
+    runs = [dropped(a2.w3, jnp.array([0.9, 0.1]), fired, labels, jnp.arange(4), rates, True, jax.random.key(k))[0]
+            for k in (1, 1, 2)]
+    np.testing.assert_array_equal(np.asarray(runs[0]), np.asarray(runs[1]))
+    assert not np.array_equal(np.asarray(runs[0]), np.asarray(runs[2]))
+    with pytest.raises(ValueError, match="dropout"):
+        net.make_rstdp_epoch(TINY, dropout=1.0)
 
 
 def test_bad_inputs_raise():

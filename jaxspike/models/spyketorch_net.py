@@ -155,7 +155,7 @@ def features(params: Params, images: Array, cfg: NetConfig) -> tuple[Array, Arra
     return fired, earliness, aux
 
 
-def decide(w3: Array, fired: Array, cfg: NetConfig) -> tuple[Array, Array, Array]:
+def decide(w3: Array, fired: Array, cfg: NetConfig, active: Array | None = None) -> tuple[Array, Array, Array]:
     """Decision by the largest final potential, and the winner's causal pairs.
 
     ``v[h, w, j] = sum_{dy, dx, c} w3[dy, dx, c, j] fired[h + dy - 2, w + dx - 2, c]``;
@@ -165,6 +165,8 @@ def decide(w3: Array, fired: Array, cfg: NetConfig) -> tuple[Array, Array, Array
     Args:
       w3: ``[5, 5, C2, 10 * per_class]``.
       fired: ``[B, 4, 4, C2]`` 0/1.
+      active: optional ``bool [B, 10 * per_class]``: only these decision maps
+        may win (dropout during R-STDP training; ``None`` = all).
 
     Returns:
       ``(class [B], neuron map j [B], pairings bool [B, 5, 5, C2])``; map ``j``
@@ -175,6 +177,10 @@ def decide(w3: Array, fired: Array, cfg: NetConfig) -> tuple[Array, Array, Array
     padded = jnp.pad(fired, ((0, 0), (2, 2), (2, 2), (0, 0)))
     pot = jax.lax.conv_general_dilated(padded, w3, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     batch, height, width, maps = pot.shape
+    if active is not None:
+        if active.shape != (batch, maps):
+            raise ValueError(f"active must be [B, maps] = {(batch, maps)}, got shape {tuple(active.shape)}")
+        pot = jnp.where(active[:, None, None, :], pot, -jnp.inf)
     flat = jnp.argmax(pot.reshape(batch, -1), axis=-1)
     h, rem = jnp.divmod(flat, width * maps)
     w, j = jnp.divmod(rem, maps)
@@ -229,11 +235,11 @@ def make_stdp_step(cfg: NetConfig, layer: int, schedule: dict | None = None):
     return step
 
 
-def make_rstdp_epoch(cfg: NetConfig, batch: int = 1000, decide_every: int = 1):
+def make_rstdp_epoch(cfg: NetConfig, batch: int = 1000, decide_every: int = 1, dropout: float = 0.0):
     """One R-STDP epoch of the decision layer over precomputed S2 features.
 
     ``epoch(w3, scales, fired [N, 4, 4, C2], labels [N], order [N], rates,
-    adapt) -> (w3, scales, hits)`` with ``rates = (a+_r, a-_r, a+_p, a-_p)``
+    adapt, key) -> (w3, scales, hits)`` with ``rates = (a+_r, a-_r, a+_p, a-_p)``
     the base rates and ``scales = (reward scale, punishment scale)`` carried
     from epoch to epoch (start: ``(0.9, 0.1)``, chance level as in the
     SpykeTorch example; ignored unless ``adapt``).
@@ -245,21 +251,36 @@ def make_rstdp_epoch(cfg: NetConfig, batch: int = 1000, decide_every: int = 1):
     already works. ``decide_every`` examples are decided together with the
     weights of their group start and then applied one after another (1 =
     fully online, as the paper; more = faster, slightly stale decisions).
+    ``dropout``: each example, every decision map is switched off with this
+    probability (drawn from ``key``), so the winner is one of the others
+    (Mozafari et al. 2018's guard against overfitting): more maps learn, and
+    fewer of them specialise on single training digits. ``0`` = none (then
+    ``key`` is unused).
     ``N`` must be a multiple of ``batch`` and ``batch`` of ``decide_every``.
     """
     if batch % decide_every:
         raise ValueError(f"batch={batch} must be a multiple of decide_every={decide_every}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    maps = cfg.num_classes * cfg.per_class
 
-    def epoch(w3, scales, fired, labels, order, rates, adapt):
+    def epoch(w3, scales, fired, labels, order, rates, adapt, key):
         n = order.shape[0]
         groups = order.reshape(n // batch, batch // decide_every, decide_every)
+        keys = jax.random.split(key, groups.shape[:2]).reshape(groups.shape[:2])
         base = jnp.asarray(rates, jnp.float32)
 
-        def chunk_fn(carry, idx):
+        def chunk_fn(carry, inputs):
             w, scale_r, scale_p = carry
+            idx, chunk_keys = inputs
 
-            def group(w, ids):
-                cls, neuron, pairings = decide(w, fired[ids], cfg)
+            def group(w, inputs):
+                ids, k = inputs
+                active = None
+                if dropout > 0:
+                    active = jax.random.bernoulli(k, 1.0 - dropout, (decide_every, maps))
+                    active = active | ~jnp.any(active, axis=-1, keepdims=True)  # never all off
+                cls, neuron, pairings = decide(w, fired[ids], cfg, active)
                 hit = cls == labels[ids]
                 w = stdp.rstdp_update(
                     w, pairings, neuron, jnp.where(hit, 1.0, -1.0),
@@ -268,14 +289,14 @@ def make_rstdp_epoch(cfg: NetConfig, batch: int = 1000, decide_every: int = 1):
                 )
                 return w, jnp.sum(hit)
 
-            w, hits = jax.lax.scan(group, w, idx)
+            w, hits = jax.lax.scan(group, w, (idx, chunk_keys))
             acc = jnp.sum(hits) / batch
             scale_r = jnp.where(adapt, 1.0 - acc, 1.0)
             scale_p = jnp.where(adapt, acc, 1.0)
             return (w, scale_r, scale_p), jnp.sum(hits)
 
         init = (w3, jnp.where(adapt, scales[0], 1.0), jnp.where(adapt, scales[1], 1.0))
-        (w3, scale_r, scale_p), hits = jax.lax.scan(chunk_fn, init, groups)
+        (w3, scale_r, scale_p), hits = jax.lax.scan(chunk_fn, init, (groups, keys))
         return w3, jnp.stack([scale_r, scale_p]), jnp.sum(hits)
 
     return epoch
