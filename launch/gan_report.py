@@ -113,6 +113,24 @@ def _sweep_section(title: str, xlabel: str, labelled: list[tuple[str, dict, str]
     return lines + [""]
 
 
+def _training_section(loaded) -> list[str]:
+    """FID / class entropy / recall of each row at every evaluation step (mean +- std over seeds)."""
+    steps = sorted({e["step"] for _, _, runs in loaded for r in runs for e in r["evals"]})
+    if len(steps) < 2:
+        return []
+    lines = ["## Quality over training", "",
+             "Each row's evaluations during training (the same 1,000-sample scoring), mean ± std over seeds.", "",
+             "| run | step | feature FID | class entropy | recall |", "|---|---:|---:|---:|---:|"]
+    for name, _, runs in loaded:
+        for step in steps:
+            at = [e for r in runs for e in r["evals"] if e["step"] == step]
+            if at:
+                lines.append(f"| {name} | {step} | " + " | ".join(
+                    cell(at, key, fmt) for key, fmt in (("eval/fid", "{:.1f}"), ("eval/class_entropy", "{:.2f}"),
+                                                        ("eval/recall", "{:.2f}"))) + " |")
+    return lines + [""]
+
+
 def build(entries, headline, analog, t_runs, p_runs, walk, notes, out, figures) -> str:
     """Writes the figures into ``figures`` and returns the markdown (also written to ``out``)."""
     if not entries:
@@ -139,6 +157,7 @@ def build(entries, headline, analog, t_runs, p_runs, walk, notes, out, figures) 
         lines.append(f"| {name} | " + " | ".join(describe(runs[0]["config"])) + f" | {runs[0]['step']} | {len(runs)} | "
                      + " | ".join(cell(runs, key, fmt) for _, key, fmt in COLUMNS) + " |")
     lines.append("")
+    lines += _training_section(loaded)
     t_summaries = sorted(((run_summary(p), p) for p in t_runs), key=lambda rp: rp[0]["config"]["model"]["num_steps"])
     if t_summaries:
         lines += _sweep_section("Sample quality against T", "T",

@@ -39,6 +39,9 @@ def run_summary(run_dir: str) -> dict:
     if not evals:
         raise ValueError(f"{run_dir}/metrics.jsonl has no evaluation row (eval/fid); was eval_every > 0?")
     last = dict(evals[-1])
+    # Every evaluation of the run (step, FID, class entropy, recall), for curves over training.
+    last["evals"] = [{k: r[k] for k in ("step", "eval/fid", "eval/class_entropy", "eval/recall") if k in r}
+                     for r in evals]
     train = [r for r in rows if "time/elapsed_s" in r and r["step"] <= last["step"]]
     last["train_s"] = train[-1]["time/elapsed_s"] if train else float("nan")
     last["energy_uj"] = last["energy/energy_pj"] / 1e6

@@ -193,7 +193,9 @@ def test_gan_report_averages_seeds_and_checks_targets(tmp_path):
         folder.mkdir(parents=True)
         config = smoke("analog" if overrides.pop("analog", False) else "smoke", **overrides).to_dict()
         (folder / "config.json").write_text(json.dumps({**config, "image_shape": [28, 28, 1]}))
-        rows = [{"step": 10, "d_loss": 1.0, "time/elapsed_s": 5.0},
+        rows = [{"step": 5, "eval/fid": 2 * fid, "eval/class_entropy": 1.0, "eval/recall": 0.1,
+                 "energy/energy_pj": energy_pj},
+                {"step": 10, "d_loss": 1.0, "time/elapsed_s": 5.0},
                 {"step": 10, "eval/fid": fid, "eval/class_entropy": 2.25, "eval/recall": 0.6,
                  "energy/energy_pj": energy_pj}]
         (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -213,6 +215,9 @@ def test_gan_report_averages_seeds_and_checks_targets(tmp_path):
     assert "| feature FID <= analog twin's | 110.0 vs 130.0 | **met** |" in text
     assert "(0.25x) | **met** |" in text and "| recall >= 0.5 | 0.60 | **met** |" in text
     assert "--config.seed=1" in text  # each seed's command
+    # The table over training has every evaluation step of every row; the headline uses the last.
+    assert "| spk | 5 | 220.0 ± 28.3 | 1.00 ± 0.00 | 0.10 ± 0.00 |" in text
+    assert "| spk | 10 | 110.0 ± 14.1 | 2.25 ± 0.00 | 0.60 ± 0.00 |" in text and "| ana | 5 | 260.0 |" in text
     proc = subprocess.run(cmd[:3] + [f"--rows=x={tmp_path / 'missing'}", f"--out={out}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "neither metrics.jsonl nor seed_<k>/" in proc.stderr

@@ -38,33 +38,21 @@ spiking generator, on by default), ``augment_shift`` (DiffAugment
 translation), ``cr_weight`` / ``cr_sigma`` (consistency regularisation of D)
 and ``fm_weight`` (feature matching); see :mod:`jaxspike.gan_objective`.
 
-Measured (2026-12-04, 2 idle CPU cores shared by two runs, jax 0.10.2; every
-row 1,000 steps, 3 seeds, 1,000 EMA samples scored by :mod:`jaxspike.metrics`;
-the tables, seeds and commands are in ``results/gan.md``, written by
-``launch.gan_report``):
+Measured (2026-12-04, 3,000 steps = this config, 3 seeds, 1,000 EMA samples scored by
+:mod:`jaxspike.metrics`; tables and commands in ``results/gan.md``, written by
+``launch.gan_report``; the 1,000-step comparison of every variant is in
+``results/gan_1000steps.md``):
 
-* default (spiking G with per-sample uniform noise rates and homeostasis +
-  spiking D reading a regular rate code, trained through its firing rates
-  (``model.discriminator.gradient="rate"``), pixel minibatch std, T=8, R1 1,
-  EMA 0.99): ~110 s of training. FID 240 ± 10, class entropy 2.13, recall
-  0.42, 1.18 uJ per sample (analog twin 2.52 uJ).
-* ``--config.model.generator.readout=first_spike``: **FID 158 ± 3, entropy
-  1.78, recall 0.38, 0.73 uJ**, the best fully spiking GAN here; with
-  ``--config.model.discriminator.coding=latency`` too (temporal coding):
-  FID 257, entropy 0.87, 0.59 uJ.
-* the surrogate-trained D of 2026-12-03 (``--config.model.discriminator.gradient=surrogate
-  --config.model.discriminator.coding=rate --config.model.discriminator.mbstd_source=rates
-  --config.loss.r1_gamma=10``): **collapses to one image** (FID 423, entropy 0.2,
-  flagged ``mode_collapse``).
-* ``hybrid`` (spiking G, analog D, R1 1): FID 232.9, class entropy 2.08,
-  recall 0.37, 1.20 uJ; **with ``--config.model.generator.readout=first_spike``:
-  FID 145.2, class entropy 1.91, recall 0.44, 0.65 uJ per sample**, the best
-  spiking generator here (the twin: FID 140.5).
-  At T=16 (one seed) it reaches FID 137.5 at 1.20 uJ.
-* ``analog`` (R1 1): FID 140.5, entropy 2.16, recall 0.51, 2.52 uJ.
+* default (spiking G with first-spike readout, per-sample uniform noise rates and
+  homeostasis + spiking D reading a regular rate code, trained through its firing
+  rates, pixel minibatch std, T=8, R1 1, EMA 0.99): **FID 97.6 ± 3.8, class entropy
+  2.17, recall 0.75, 0.56 uJ per sample** (0.22x the analog twin's energy).
+* ``--config.model.generator.readout=membrane``: FID 126.2 ± 8.0, entropy 2.20,
+  recall 0.77, 1.13 uJ.
+* ``analog`` (R1 1): FID 91.0 ± 3.9, entropy 2.19, recall 0.85, 2.52 uJ.
 
 What was tried against the spiking-D collapse, and what it showed, is in
-``results/gan.md``.
+``results/gan_1000steps.md``.
 """
 
 from __future__ import annotations
@@ -109,7 +97,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.learn_neuron = False  # per-neuron trainable beta and threshold (snnTorch-style)
     config.model.generator = ml_collections.ConfigDict()
     config.model.generator.arch = "mlp"  # "mlp" (hidden) or "conv" (channels, DCGAN-like)
-    config.model.generator.readout = "membrane"  # "membrane" | "rate" | "first_spike"
+    # Output pixel = how early its neuron first fires ("first_spike", a latency code: FID 97.6 at 3,000
+    # steps, results/gan.md) | "membrane" (leaky integrator of the output spikes) | "rate".
+    config.model.generator.readout = "first_spike"
     config.model.generator.hidden = (256, 512)
     config.model.generator.channels = (64, 32)
     config.model.generator.current_norm = False  # per-example, per-step normalised hidden currents
