@@ -11,7 +11,8 @@ into spike trains:
 * :func:`direct` - the analog value repeated as input current each step.
 
 Readouts turn a ``[T, B, ...]`` sequence into ``[B, ...]``: spike count and
-rate, membrane mean/last/max of a non-spiking output layer, first-spike time.
+rate, membrane mean/last/max of a non-spiking output layer, first-spike time
+(whole steps, or interpolated within the step from the membrane).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "membrane_max",
     "first_spike_time",
     "first_spike_intensity",
+    "interpolated_first_spike_intensity",
     "check_time_major",
     "check_num_steps",
 ]
@@ -246,3 +248,51 @@ def first_spike_intensity(spikes: Array) -> Array:
     silent_before = jnp.concatenate([jnp.ones_like(spikes[:1]), silent_before[:-1]], axis=0)
     weights = 1.0 - jnp.arange(num_steps, dtype=spikes.dtype) / num_steps
     return jnp.tensordot(weights, spikes * silent_before, axes=(0, 0))
+
+
+def interpolated_first_spike_intensity(
+    spikes: Array, membrane: Array, threshold: float | Array, min_rise: float = 0.1
+) -> Array:
+    """Time-to-first-spike readout with the crossing time interpolated inside the step.
+
+    :func:`first_spike_intensity` knows the spike time only to the step, so
+    it has ``T + 1`` levels. Here the membrane is taken to rise linearly
+    from ``v_{t-1}`` to ``v_t`` during step ``t``, and the threshold is
+    crossed at the fraction ``phi = (thr - v_{t-1}) / (v_t - v_{t-1})`` of
+    it, as precise-spike-time simulators place spikes between grid points
+    (Morrison et al. 2007, "Exact subthreshold integration with continuous
+    spike times in discrete-time neural network simulations"; Hanuschkin et
+    al. 2010). The intensity ``1 - (t + phi) / T`` is continuous in the drive:
+    ``phi = 1`` at step ``t`` meets ``phi = 0`` at step ``t + 1``, and a spike
+    that only just happens at the last step gives 0, the silent value. No
+    extra spikes are needed for the extra grey levels.
+
+    Gradients reach the crossing time through ``phi`` (``d t* / d v =
+    -1 / rise``, as in SpikeProp, Bohte et al. 2002) and the spike itself
+    through its surrogate. ``rise`` is floored at ``min_rise * thr`` so that a
+    membrane that creeps over the threshold cannot give an unbounded gradient.
+
+    Args:
+      spikes: ``[T, ...]`` output spikes.
+      membrane: ``[T, ...]`` the same neurons' membrane ``v_t`` after
+        integration, before reset (``SpikingDense(record_membrane=True)``).
+        The membrane before the first step is taken as 0.
+      threshold: firing threshold (scalar or broadcastable to one step).
+      min_rise: floor of the per-step rise, as a fraction of the threshold.
+
+    Returns:
+      Intensities ``[...]`` in ``[0, 1)``; 0 for neurons that never fire.
+    """
+    check_time_major(spikes, min_ndim=1)
+    if membrane.shape != spikes.shape:
+        raise ValueError(f"membrane shape {tuple(membrane.shape)} must equal the spikes' {tuple(spikes.shape)}")
+    if not min_rise > 0:
+        raise ValueError(f"min_rise must be > 0, got {min_rise!r}")
+    num_steps = spikes.shape[0]
+    v_prev = jnp.concatenate([jnp.zeros_like(membrane[:1]), membrane[:-1]], axis=0)
+    rise = jnp.maximum(membrane - v_prev, min_rise * threshold)
+    phi = jnp.clip((threshold - v_prev) / rise, 0.0, 1.0)
+    silent_before = jnp.cumprod(1.0 - spikes, axis=0)
+    silent_before = jnp.concatenate([jnp.ones_like(spikes[:1]), silent_before[:-1]], axis=0)
+    steps = jnp.arange(num_steps, dtype=spikes.dtype).reshape((num_steps,) + (1,) * (spikes.ndim - 1))
+    return jnp.sum(spikes * silent_before * (1.0 - (steps + phi) / num_steps), axis=0)

@@ -137,6 +137,7 @@ class _SpikingLayer(nn.Module):
     input_kind: str = "spikes"
     current_norm: bool = False
     rate_grad: float = 0.0
+    record_membrane: bool = False  # aux["membrane"]: the cell's membrane v_t, [T, B, *out]
 
     feature_ndim = 1
 
@@ -225,17 +226,20 @@ class _SpikingLayer(nn.Module):
             st, spikes = cell.step(cell_params, st, current)
             if counts_spikes:
                 count = count + jnp.sum(spikes.reshape(batch, -1), axis=1)
-            return (st, count), spikes
+            return (st, count), ((spikes, st.v) if self.record_membrane else spikes)
 
         if hoist:
             flat, _ = _flat_batch(x_seq, self.feature_ndim)
             xs = self._synapse(params, flat).reshape((num_steps, batch) + out_shape)
         else:
             xs = x_seq
+        if self.record_membrane and not hasattr(state, "v"):
+            raise ValueError(f"record_membrane needs a cell whose state has a membrane v; {cell.name!r} has none")
         count0 = jnp.zeros((batch,), x_seq.dtype)
-        (state, count), spikes = scan_time(
+        (state, count), ys = scan_time(
             step, (state, count0), xs, unroll=self.unroll, remat_chunk=self.remat_chunk
         )
+        spikes, membrane = ys if self.record_membrane else (ys, None)
         if self.rate_grad:
             spikes = self._rate_gradient(spikes, x_seq, params, norm if self.current_norm else None)
         aux = {
@@ -245,6 +249,8 @@ class _SpikingLayer(nn.Module):
         }
         if self.current_norm:  # mean, variance, scale and shift: counted as 4 MACs per neuron and step
             aux["macs"] = aux["macs"] + 4.0 * float(np.prod(out_shape)) * num_steps
+        if self.record_membrane:
+            aux["membrane"] = membrane
         return spikes, aux
 
     def _rate_gradient(self, spikes: Array, x_seq: Array, params, norm) -> Array:

@@ -85,3 +85,30 @@ def test_first_spike_intensity_matches_times_and_has_gradients():
     np.testing.assert_allclose(encoding.first_spike_intensity(s)[0][:2], 1 - t[:2] / 4)
     g = jax.grad(lambda s: jnp.sum(encoding.first_spike_intensity(s)))(s)
     assert float(g[0, 0, 1]) > 0  # an earlier first spike would raise the intensity
+
+
+def test_interpolated_first_spike_intensity_hand_checked():
+    # T = 4, threshold 1. Neuron a: v = 0.2, 0.6, 1.4 -> crosses 1 at 0.5 of step 2 -> 1 - 2.5/4.
+    # Neuron b: v = 2.0 at step 0 -> crosses at 1/2 of step 0 -> 1 - 0.5/4. Neuron c: silent -> 0.
+    # Neuron d: a second spike (step 3) must not count.
+    v = jnp.array([[0.2, 2.0, 0.1, 0.5], [0.6, 0.0, 0.2, 1.0], [1.4, 0.0, 0.3, 0.2], [0.0, 0.0, 0.4, 1.5]])
+    s = (v >= 1.0).astype(jnp.float32)
+    got = encoding.interpolated_first_spike_intensity(s[:, None], v[:, None], 1.0)[0]
+    np.testing.assert_allclose(got, [1 - 2.5 / 4, 1 - 0.5 / 4, 0.0, 1 - 2.0 / 4], rtol=1e-6)
+    # Never above the whole-step readout, and less than one step below it.
+    whole = encoding.first_spike_intensity(s[:, None])[0]
+    assert np.all(np.asarray(got) <= np.asarray(whole)) and np.all(np.asarray(whole - got) <= 1 / 4 + 1e-6)
+
+
+def test_interpolated_first_spike_intensity_is_continuous_in_the_drive():
+    # An IF neuron under a constant drive I crosses 1 at time 1 / I: intensity 1 - 1 / (I T) once it fires.
+    T, drives = 8, jnp.linspace(0.13, 3.0, 200)
+    v = jnp.arange(1, T + 1, dtype=jnp.float32)[:, None] * drives[None]  # [T, N]
+    s = (v >= 1.0).astype(jnp.float32)
+    got = np.asarray(encoding.interpolated_first_spike_intensity(s, v, 1.0))
+    np.testing.assert_allclose(got, 1 - 1 / (np.asarray(drives) * T), atol=1e-5)
+    g = jax.grad(lambda d: jnp.sum(encoding.interpolated_first_spike_intensity(
+        s, jnp.arange(1, T + 1, dtype=jnp.float32)[:, None] * d[None], 1.0)))(drives)
+    np.testing.assert_allclose(g, 1 / (np.asarray(drives) ** 2 * T), rtol=1e-4)  # d/dI (1 - 1/(I T))
+    with pytest.raises(ValueError, match="membrane shape"):
+        encoding.interpolated_first_spike_intensity(s, v[:, :3], 1.0)

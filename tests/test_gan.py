@@ -34,7 +34,7 @@ def test_noise_spike_frequencies_follow_p():
 @pytest.mark.parametrize(
     "coding, readout, gradient",
     [("rate", "membrane", "surrogate"), ("regular", "membrane", "rate"), ("latency", "first_spike", "surrogate"),
-     ("direct", "rate", "rate")],
+     ("direct", "rate", "rate"), ("regular", "first_spike_interp", "rate")],
 )
 def test_generator_gets_gradients_through_spiking_discriminator(coding, readout, gradient):
     G = gan.SpikingGenerator(**TINY_G, readout=readout, threshold=0.5)

@@ -31,6 +31,22 @@ def test_dense_matches_manual_recurrence():
     np.testing.assert_array_equal(aux["spike_count"], np.stack(expected).sum(axis=(0, 2)))
 
 
+@pytest.mark.parametrize("remat_chunk", [0, 5])
+def test_record_membrane_returns_the_recurrence(remat_chunk):
+    x = _spikes((12, 3, 20), seed=2)
+    layer = layers.SpikingDense(7, cell=cells.lif(0.8, 0.5), record_membrane=True, remat_chunk=remat_chunk)
+    variables, (spikes, aux) = _init_apply(layer, x)
+    p = variables["params"]
+    v, s, vs = np.zeros((3, 7), np.float32), np.zeros((3, 7), np.float32), []
+    for t in range(12):
+        v = 0.8 * v + (np.asarray(x[t]) @ np.asarray(p["kernel"]) + np.asarray(p["bias"])) - 0.5 * s
+        s = (v > 0.5).astype(np.float32)
+        vs.append(v)
+    np.testing.assert_allclose(aux["membrane"], np.stack(vs), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(spikes, layer.apply(variables, x)[0])
+    assert "membrane" not in layers.SpikingDense(7, cell=cells.lif(0.8, 0.5)).apply(variables, x)[1]
+
+
 @pytest.mark.parametrize("make", [
     lambda h, r: layers.SpikingDense(16, hoist=h, remat_chunk=r),
     lambda h, r: layers.SpikingConv(4, kernel_size=3, strides=2, hoist=h, remat_chunk=r),
