@@ -244,10 +244,15 @@ def first_spike_intensity(spikes: Array) -> Array:
     """
     check_time_major(spikes, min_ndim=1)
     num_steps = spikes.shape[0]
+    weights = 1.0 - jnp.arange(num_steps, dtype=spikes.dtype) / num_steps
+    return jnp.tensordot(weights, _first_spikes(spikes), axes=(0, 0))
+
+
+def _first_spikes(spikes: Array) -> Array:
+    """``f_t = s_t prod_{k<t} (1 - s_k)``: 1 at each neuron's first spike only, differentiable in ``s``."""
     silent_before = jnp.cumprod(1.0 - spikes, axis=0)
     silent_before = jnp.concatenate([jnp.ones_like(spikes[:1]), silent_before[:-1]], axis=0)
-    weights = 1.0 - jnp.arange(num_steps, dtype=spikes.dtype) / num_steps
-    return jnp.tensordot(weights, spikes * silent_before, axes=(0, 0))
+    return spikes * silent_before
 
 
 def interpolated_first_spike_intensity(
@@ -292,7 +297,5 @@ def interpolated_first_spike_intensity(
     v_prev = jnp.concatenate([jnp.zeros_like(membrane[:1]), membrane[:-1]], axis=0)
     rise = jnp.maximum(membrane - v_prev, min_rise * threshold)
     phi = jnp.clip((threshold - v_prev) / rise, 0.0, 1.0)
-    silent_before = jnp.cumprod(1.0 - spikes, axis=0)
-    silent_before = jnp.concatenate([jnp.ones_like(spikes[:1]), silent_before[:-1]], axis=0)
     steps = jnp.arange(num_steps, dtype=spikes.dtype).reshape((num_steps,) + (1,) * (spikes.ndim - 1))
-    return jnp.sum(spikes * silent_before * (1.0 - (steps + phi) / num_steps), axis=0)
+    return jnp.sum(_first_spikes(spikes) * (1.0 - (steps + phi) / num_steps), axis=0)
