@@ -32,6 +32,23 @@ def read_rows(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def train_seconds(rows: list[dict]) -> float:
+    """Wall time of training from the log rows' ``time/elapsed_s``, summed over resumed segments.
+
+    Each process (the first one and every resume) counts ``elapsed_s`` from
+    its own start, so a drop marks a resume and the segment before it is added.
+    """
+    if not rows:
+        return float("nan")
+    total, prev = 0.0, 0.0
+    for r in rows:
+        t = r["time/elapsed_s"]
+        if t < prev:
+            total += prev
+        prev = t
+    return total + prev
+
+
 def run_summary(run_dir: str) -> dict:
     """The last evaluation of one run folder, plus its config and training time."""
     rows = read_rows(os.path.join(run_dir, "metrics.jsonl"))
@@ -43,7 +60,7 @@ def run_summary(run_dir: str) -> dict:
     last["evals"] = [{k: r[k] for k in ("step", "eval/fid", "eval/class_entropy", "eval/recall") if k in r}
                      for r in evals]
     train = [r for r in rows if "time/elapsed_s" in r and r["step"] <= last["step"]]
-    last["train_s"] = train[-1]["time/elapsed_s"] if train else float("nan")
+    last["train_s"] = train_seconds(train)
     last["energy_uj"] = last["energy/energy_pj"] / 1e6
     with open(os.path.join(run_dir, "config.json")) as f:
         last["config"] = json.load(f)

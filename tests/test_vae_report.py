@@ -78,3 +78,13 @@ def test_report_bad_inputs_are_clear_errors(tmp_path):
     _run(run, fid=1.0, entropy=2.0, mse=0.01, energy_pj=1.0)
     with pytest.raises(ValueError, match="--headline='nope' is not a NAME"):
         vae_report.build([("r", run)], "nope", None, [], "", str(tmp_path / "x.md"), str(tmp_path / "f"))
+
+
+def test_train_seconds_sums_resumed_segments():
+    from launch import reporting
+
+    # A run killed after step 200 (logged at 20 s) and resumed: the resumed process counts from 0 again.
+    rows = [{"step": s, "time/elapsed_s": t} for s, t in ((100, 10.0), (200, 20.0), (300, 8.0), (400, 18.0))]
+    assert reporting.train_seconds(rows) == 38.0
+    assert reporting.train_seconds(rows[:2]) == 20.0
+    assert np.isnan(reporting.train_seconds([]))
