@@ -75,9 +75,14 @@ def _command(summary: dict, workdir: str) -> str:
 def _target_lines(headline: list[dict], analog: list[dict]) -> list[str]:
     h = {k: mean_std([r[k] for r in headline])[0] for k in ("eval/fid", "eval/class_entropy", "eval/recall", "energy_uj")}
     a = {k: mean_std([r[k] for r in analog])[0] for k in ("eval/fid", "energy_uj")}
+    steps = {int(r["step"]) for r in headline + analog}
+    if len(steps) != 1:
+        raise ValueError(f"the target check compares the headline and analog rows at the same step; their last "
+                         f"evaluations are at steps {sorted(steps)}")
     verdict = lambda ok: "**met**" if ok else "**missed**"  # noqa: E731
     return [
-        f"| feature FID <= analog twin's | {h['eval/fid']:.1f} vs {a['eval/fid']:.1f} | {verdict(h['eval/fid'] <= a['eval/fid'])} |",
+        f"| feature FID <= analog twin's (both at {steps.pop()} steps) | {h['eval/fid']:.1f} vs {a['eval/fid']:.1f} | "
+        f"{verdict(h['eval/fid'] <= a['eval/fid'])} |",
         f"| class entropy >= {TARGET_ENTROPY} nats | {h['eval/class_entropy']:.2f} | "
         f"{verdict(h['eval/class_entropy'] >= TARGET_ENTROPY)} |",
         f"| recall >= {TARGET_RECALL} | {h['eval/recall']:.2f} | {verdict(h['eval/recall'] >= TARGET_RECALL)} |",

@@ -189,14 +189,14 @@ def test_latent_walk_interpolates_firing_probabilities(gan_run):
 
 
 def test_gan_report_averages_seeds_and_checks_targets(tmp_path):
-    def fake_run(folder, fid, energy_pj, **overrides):
+    def fake_run(folder, fid, energy_pj, last=10, **overrides):
         folder.mkdir(parents=True)
         config = smoke("analog" if overrides.pop("analog", False) else "smoke", **overrides).to_dict()
         (folder / "config.json").write_text(json.dumps({**config, "image_shape": [28, 28, 1]}))
         rows = [{"step": 5, "eval/fid": 2 * fid, "eval/class_entropy": 1.0, "eval/recall": 0.1,
                  "energy/energy_pj": energy_pj},
-                {"step": 10, "d_loss": 1.0, "time/elapsed_s": 5.0},
-                {"step": 10, "eval/fid": fid, "eval/class_entropy": 2.25, "eval/recall": 0.6,
+                {"step": last, "d_loss": 1.0, "time/elapsed_s": 5.0},
+                {"step": last, "eval/fid": fid, "eval/class_entropy": 2.25, "eval/recall": 0.6,
                  "energy/energy_pj": energy_pj}]
         (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
@@ -212,7 +212,7 @@ def test_gan_report_averages_seeds_and_checks_targets(tmp_path):
     text = out.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| spk |"))
     assert "| 10 | 2 | 110.0 ± 14.1 |" in row and "| 0.50 ± 0.00 |" in row  # sample std; 0.5e6 pJ = 0.5 uJ
-    assert "| feature FID <= analog twin's | 110.0 vs 130.0 | **met** |" in text
+    assert "| feature FID <= analog twin's (both at 10 steps) | 110.0 vs 130.0 | **met** |" in text
     assert "(0.25x) | **met** |" in text and "| recall >= 0.5 | 0.60 | **met** |" in text
     assert "--config.seed=1" in text  # each seed's command
     # The table over training has every evaluation step of every row; the headline uses the last.
@@ -221,6 +221,11 @@ def test_gan_report_averages_seeds_and_checks_targets(tmp_path):
     proc = subprocess.run(cmd[:3] + [f"--rows=x={tmp_path / 'missing'}", f"--out={out}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "neither metrics.jsonl nor seed_<k>/" in proc.stderr
+    # The FID target compares the two at the same number of steps.
+    fake_run(tmp_path / "analog_longer", 90.0, 2e6, last=20, analog=True)
+    proc = subprocess.run(cmd[:3] + [f"--rows=spk={tmp_path / 'spiking'},ana={tmp_path / 'analog_longer'}"] + cmd[4:],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "evaluations are at steps [10, 20]" in proc.stderr
 
 
 def test_config_switches_reach_the_gan_modules():
