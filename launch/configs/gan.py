@@ -38,18 +38,18 @@ spiking generator, on by default), ``augment_shift`` (DiffAugment
 translation), ``cr_weight`` / ``cr_sigma`` (consistency regularisation of D)
 and ``fm_weight`` (feature matching); see :mod:`jaxspike.gan_objective`.
 
-Measured (2026-12-04, 3,000 steps = this config, 3 seeds, 1,000 EMA samples scored by
-:mod:`jaxspike.metrics`; tables and commands in ``results/gan.md``, written by
-``launch.gan_report``; the 1,000-step comparison of every variant is in
+Measured (2026-12-05, 10,000 steps = this config, 3 seeds, 1,000 EMA samples scored by
+:mod:`jaxspike.metrics`; tables, the comparison at every 1,000 steps and commands in
+``results/gan.md``, written by ``launch.gan_report``; the 3,000-step results of 2026-12-04
+are in ``results/gan_3000steps.md``, the 1,000-step comparison of every variant in
 ``results/gan_1000steps.md``):
 
 * default (spiking G with first-spike readout, per-sample uniform noise rates and
   homeostasis + spiking D reading a regular rate code, trained through its firing
-  rates, pixel minibatch std, T=8, R1 1, EMA 0.99): **FID 97.6 ± 3.8, class entropy
-  2.17, recall 0.75, 0.56 uJ per sample** (0.22x the analog twin's energy).
-* ``--config.model.generator.readout=membrane``: FID 126.2 ± 8.0, entropy 2.20,
-  recall 0.77, 1.13 uJ.
-* ``analog`` (R1 1): FID 91.0 ± 3.9, entropy 2.19, recall 0.85, 2.52 uJ.
+  rates, pixel minibatch std, T=8, R1 1, EMA 0.99): **FID 37.8 ± 2.5, class entropy
+  2.29, recall 0.84, 0.38 uJ per sample** (0.15x the analog twin's energy); 1,205 s
+  of training on one core.
+* ``analog`` (R1 1): FID 27.9 ± 0.9, entropy 2.29, recall 0.85, 2.52 uJ; 248 s.
 
 What was tried against the spiking-D collapse, and what it showed, is in
 ``results/gan_1000steps.md``.
@@ -144,7 +144,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.grad_clip = 0.0
 
     config.batch_size = 64
-    config.total_steps = 3000
+    config.total_steps = 10000  # ~20 min on one CPU core (results/gan.md); FID still falling at the end
     config.num_devices = 0
 
     config.log_every = 50
