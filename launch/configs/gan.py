@@ -97,7 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.learn_neuron = False  # per-neuron trainable beta and threshold (snnTorch-style)
     config.model.generator = ml_collections.ConfigDict()
     config.model.generator.arch = "mlp"  # "mlp" (hidden) or "conv" (channels, DCGAN-like)
-    # Output pixel = how early its neuron first fires ("first_spike", a latency code: FID 97.6 at 3,000
+    # Output pixel = how early its neuron first fires ("first_spike", a latency code: FID 37.8 at 10,000
     # steps, results/gan.md) | "first_spike_interp" (the crossing time interpolated inside the step from
     # the output membrane: continuous grey levels, no extra spikes) | "membrane" (leaky integrator of the
     # output spikes) | "rate".
