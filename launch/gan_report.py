@@ -63,7 +63,9 @@ def describe(config: dict) -> list[str]:
     disc = f"spiking, {d['coding']} code" if m["disc"] == "spiking" else "analog"
     if m["disc"] == "spiking" and d.get("frontend"):
         disc = "spiking, STDP front end"
-    return [gen, disc, str(m["num_steps"])]
+    g_steps = m["generator"].get("num_steps", 0)
+    steps = f"G {g_steps}, D {m['num_steps']}" if g_steps and g_steps != m["num_steps"] else str(m["num_steps"])
+    return [gen, disc, steps]
 
 
 def _command(summary: dict, workdir: str) -> str:

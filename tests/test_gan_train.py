@@ -160,6 +160,7 @@ def test_gan_seed_sweep_matches_single_runs(gan_run, tmp_path):
         ("loss.homeostasis_band", (0.5, 0.1), r"config.loss.homeostasis_band=\(0.5, 0.1\)"),
         ("loss.augment_shift", -2, r"config.loss.augment_shift=-2"),
         ("loss.cr_sigma", 0.0, r"config.loss.cr_sigma=0.0"),
+        ("model.generator.num_steps", -1, r"config.model.generator.num_steps=-1"),
     ],
 )
 def test_bad_gan_config_gives_clear_error(tmp_path, field, value, message):
@@ -238,3 +239,14 @@ def test_config_switches_reach_the_gan_modules():
     z = generator.sample_noise(jax.random.key(0), 8)
     g_vars = generator.init(jax.random.key(1), z)
     assert "norm_scale" in g_vars["params"]["hidden_layers_0"]
+
+
+def test_generator_can_run_its_own_number_of_steps(tmp_path):
+    config = smoke(**{"model.generator.num_steps": 5, "total_steps": 2})
+    generator, discriminator = train.make_gan_models(config, (28, 28, 1))
+    assert (generator.num_steps, discriminator.num_steps) == (5, config.model.num_steps)
+    assert generator.sample_noise(jax.random.key(0), 3).shape == (5, 3, config.model.noise_dim)
+    result = train.train(config, str(tmp_path))
+    assert result.step == 2 and all(np.isfinite(r["g_loss"]) for r in rows(str(tmp_path)))
+    config.model.generator.num_steps = 0  # the default: the shared model.num_steps
+    assert train.make_gan_models(config, (28, 28, 1))[0].num_steps == config.model.num_steps

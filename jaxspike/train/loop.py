@@ -215,6 +215,9 @@ def _validate_gan(config: ml_collections.ConfigDict) -> None:
     _require(d_grad in gan_lib.D_GRADIENTS, "model.discriminator.gradient", d_grad,
              f"supported: {', '.join(gan_lib.D_GRADIENTS)}")
     if m.name == "gan":
+        g_steps = g.get("num_steps", 0)
+        _require(_is_int(g_steps) and g_steps >= 0, "model.generator.num_steps", g_steps,
+                 "generator time steps must be an int >= 1, or 0 for model.num_steps")
         _require(g.readout in gan_lib.READOUTS, "model.generator.readout", g.readout, f"supported: {', '.join(gan_lib.READOUTS)}")
     else:
         noise = m.get("noise", "gaussian")
@@ -375,7 +378,7 @@ def make_gan_models(config: ml_collections.ConfigDict, image_shape: tuple[int, .
                learn_neuron=bool(m.get("learn_neuron", False)))
     if m.name == "gan":
         generator = gan_lib.SpikingGenerator(
-            num_steps=m.num_steps, noise_dim=m.noise_dim, noise_p=m.noise_p, noise_rates=m.get("noise_rates", "fixed"),
+            num_steps=int(g.get("num_steps", 0)) or m.num_steps, noise_dim=m.noise_dim, noise_p=m.noise_p, noise_rates=m.get("noise_rates", "fixed"),
             image_shape=image_shape, arch=g.arch,
             hidden=tuple(g.hidden), channels=tuple(g.channels), readout=g.readout,
             current_norm=bool(g.get("current_norm", False)), **lif,

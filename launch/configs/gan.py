@@ -96,6 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.slope = 25.0  # surrogate slope (arctan: alpha)
     config.model.learn_neuron = False  # per-neuron trainable beta and threshold (snnTorch-style)
     config.model.generator = ml_collections.ConfigDict()
+    config.model.generator.num_steps = 0  # the generator's own T (0 = model.num_steps, shared with D)
     config.model.generator.arch = "mlp"  # "mlp" (hidden) or "conv" (channels, DCGAN-like)
     # Output pixel = how early its neuron first fires ("first_spike", a latency code: FID 37.8 at 10,000
     # steps, results/gan.md) | "first_spike_interp" (the crossing time interpolated inside the step from
