@@ -56,7 +56,8 @@ def describe(config: dict) -> list[str]:
     """Generator, discriminator and T of a run, for the table."""
     m = config["model"]
     if m["name"] == "analog_gan":
-        return ["analog (Gaussian noise)", "analog", "-"]
+        noise = {"gaussian": "Gaussian", "uniform": "U(0,1)", "binary": "binary"}.get(m.get("noise", "gaussian"), m.get("noise"))
+        return [f"analog ({noise} noise)", "analog", "-"]
     noise = "U(0,1) rates" if m.get("noise_rates") == "uniform" else f"p = {m['noise_p']}"
     gen = f"spiking, {m['generator']['readout']} readout, {noise}"
     d = m["discriminator"]
