@@ -204,9 +204,11 @@ def test_gan_report_averages_seeds_and_checks_targets(tmp_path):
     for seed, fid in enumerate((100.0, 120.0)):
         fake_run(tmp_path / "spiking" / f"seed_{seed}", fid, 0.5e6, seed=seed)
     fake_run(tmp_path / "analog", 130.0, 2e6, analog=True)
+    fake_run(tmp_path / "analog_u", 150.0, 2e6, analog=True, **{"model.noise": "uniform"})
     out = tmp_path / "gan.md"
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "launch.gan_report", f"--rows=spk={tmp_path / 'spiking'},ana={tmp_path / 'analog'}",
+    cmd = [sys.executable, "-m", "launch.gan_report",
+           f"--rows=spk={tmp_path / 'spiking'},ana={tmp_path / 'analog'},ana_u={tmp_path / 'analog_u'}",
            "--headline=spk", "--analog=ana", f"--out={out}", f"--figures={tmp_path / 'fig'}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -216,6 +218,9 @@ def test_gan_report_averages_seeds_and_checks_targets(tmp_path):
     assert "| feature FID <= analog twin's (both at 10 steps) | 110.0 vs 130.0 | **met** |" in text
     assert "(0.25x) | **met** |" in text and "| recall >= 0.5 | 0.60 | **met** |" in text
     assert "--config.seed=1" in text  # each seed's command
+    # Each row names its generator: the twin's noise distribution as it ran.
+    assert "| ana | analog (Gaussian noise) |" in text and "| ana_u | analog (U(0,1) noise) |" in text
+    assert "--config.model.noise=uniform" in text
     # The table over training has every evaluation step of every row; the headline uses the last.
     assert "| spk | 5 | 220.0 ± 28.3 | 1.00 ± 0.00 | 0.10 ± 0.00 |" in text
     assert "| spk | 10 | 110.0 ± 14.1 | 2.25 ± 0.00 | 0.60 ± 0.00 |" in text and "| ana | 5 | 260.0 |" in text
