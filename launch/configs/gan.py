@@ -121,7 +121,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Spiking D: minibatch std of the "pixels" (before spike coding) or of its last firing "rates".
     config.model.discriminator.mbstd_source = "pixels"
     # Spiking D's backward pass: "rate" (through each layer's firing-rate map, Meng et al. 2022) or
-    # "surrogate" (per-step surrogate, BPTT: the generator collapses to one image, results/gan.md).
+    # "surrogate" (per-step surrogate, BPTT: the generator collapses to one image, results/gan_1000steps.md).
     config.model.discriminator.gradient = "rate"
 
     config.loss = ml_collections.ConfigDict()
@@ -133,7 +133,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.augment_shift = 0  # DiffAugment: random shifts of up to this many pixels for everything D sees
     config.loss.fm_weight = 0.0  # feature matching on D's last-layer firing rates (Salimans et al. 2016)
     # Per-neuron firing-rate band of the spiking generator's hidden layers (gan_objective): keeps its
-    # neurons from saturating, which otherwise happens within ~100 steps (results/gan.md).
+    # neurons from saturating, which otherwise happens within ~100 steps (results/gan_1000steps.md).
     config.loss.g_homeostasis = 10.0
     config.loss.homeostasis_band = (0.01, 0.3)  # (lo, hi) firing rate per neuron and step
     config.loss.cr_weight = 0.0  # consistency regularisation of D under pixel noise (Zhang et al. 2020)
@@ -150,7 +150,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.grad_clip = 0.0
 
     config.batch_size = 64
-    config.total_steps = 10000  # ~20 min on one CPU core (results/gan.md); FID still falling at the end
+    config.total_steps = 10000  # ~14 min on one CPU core (results/gan.md); FID still falling at the end
     config.num_devices = 0
 
     config.log_every = 50
