@@ -102,6 +102,32 @@ def test_resume_equals_uninterrupted_bit_for_bit(reference_run, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_learning_rate_decay_is_constant_then_linear_to_zero():
+    config = smoke(**{"optimizer.name": "sgd", "optimizer.lr_decay_from": 0.6})
+    tx = loop.make_optimizer(config.optimizer, 0.5, total_steps=10)
+    params = {"w": jnp.zeros(())}
+    opt_state = tx.init(params)
+    rates = []
+    for _ in range(11):
+        updates, opt_state = tx.update({"w": jnp.ones(())}, opt_state, params)
+        rates.append(-float(updates["w"]))
+    np.testing.assert_allclose(rates, [0.5] * 7 + [0.375, 0.25, 0.125, 0.0], atol=1e-6)
+
+
+def test_resume_continues_the_learning_rate_decay(tmp_path):
+    config = smoke(**{"optimizer.lr_decay_from": 0.25})
+    whole = train.train(config, str(tmp_path / "whole"))
+    shutil.copytree(tmp_path / "whole", tmp_path / "cut")
+    kept = sorted(int(d) for d in os.listdir(tmp_path / "cut" / "checkpoints") if d.isdigit())
+    for step in kept[1:]:  # as if killed after the first kept checkpoint
+        shutil.rmtree(tmp_path / "cut" / "checkpoints" / str(step))
+    resumed = train.train(config, str(tmp_path / "cut"))
+    assert kept[0] < 4 and resumed.step == 4
+    assert rows(str(tmp_path / "cut")) == rows(str(tmp_path / "whole"))
+    for a, b in zip(leaves(whole.state), leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_resume_drops_log_lines_after_the_checkpoint(reference_run, tmp_path):
     workdir, _ = reference_run
     shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
@@ -268,6 +294,7 @@ def test_non_finite_loss_names_step_and_term(tmp_path, monkeypatch):
         ("seeds", "1,1", r"twice"),
         ("num_devices", 64, r"config.num_devices=64"),
         ("batch_size", 5000, r"config.batch_size=5000 exceeds"),
+        ("optimizer.lr_decay_from", 1.5, r"config.optimizer.lr_decay_from=1.5: must be a fraction"),
     ],
 )
 def test_bad_config_gives_clear_error(tmp_path, field, value, message):

@@ -247,6 +247,7 @@ def _validate_gan(config: ml_collections.ConfigDict) -> None:
     for field in ("g_learning_rate", "d_learning_rate"):
         _require(o[field] > 0, f"optimizer.{field}", o[field], "must be > 0")
     _require(o.grad_clip >= 0, "optimizer.grad_clip", o.grad_clip, "must be >= 0 (0 = off)")
+    _validate_decay(o)
     mce = config.get("mode_collapse_entropy", MODE_COLLAPSE_ENTROPY)
     _require(mce >= 0, "mode_collapse_entropy", mce, "must be >= 0 nats")
 
@@ -265,6 +266,13 @@ def _validate_vae(config: ml_collections.ConfigDict) -> None:
     _require(o.name in OPTIMIZERS, "optimizer.name", o.name, f"unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
     _require(o.learning_rate > 0, "optimizer.learning_rate", o.learning_rate, "must be > 0")
     _require(o.grad_clip >= 0, "optimizer.grad_clip", o.grad_clip, "must be >= 0 (0 = off)")
+    _validate_decay(o)
+
+
+def _validate_decay(o: ml_collections.ConfigDict) -> None:
+    decay_from = o.get("lr_decay_from", 1.0)
+    _require(isinstance(decay_from, (int, float)) and 0.0 <= decay_from <= 1.0, "optimizer.lr_decay_from", decay_from,
+             "must be a fraction of total_steps in [0, 1] (1 = constant learning rate)")
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:
@@ -279,13 +287,25 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     return Mesh(np.asarray(devices[:num_devices]), ("data",))
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, learning_rate: float | None = None) -> optax.GradientTransformation:
+def make_optimizer(cfg: ml_collections.ConfigDict, learning_rate: float | None = None,
+                   total_steps: int | None = None) -> optax.GradientTransformation:
     """Adam / AdamW / SGD from ``config.optimizer``, with optional global-norm clipping.
 
     ``learning_rate`` overrides ``cfg.learning_rate`` (the GAN's separate
-    ``g_learning_rate`` / ``d_learning_rate``).
+    ``g_learning_rate`` / ``d_learning_rate``). ``cfg.lr_decay_from`` (a
+    fraction of ``total_steps``; 1.0 or absent = constant) holds the rate
+    until that step, then decays it linearly to zero at ``total_steps``. The
+    schedule reads the optimizer's own update count, which is checkpointed, so
+    a resumed run continues it where it stopped.
     """
     lr = cfg.learning_rate if learning_rate is None else learning_rate
+    decay_from = float(cfg.get("lr_decay_from", 1.0))
+    if decay_from < 1.0:
+        if not total_steps:
+            raise ConfigError("config.optimizer.lr_decay_from < 1 needs total_steps to place the decay")
+        start = int(round(decay_from * total_steps))
+        lr = optax.join_schedules(
+            [optax.constant_schedule(lr), optax.linear_schedule(lr, 0.0, max(total_steps - start, 1))], [start])
     if cfg.name == "adam":
         opt = optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
     elif cfg.name == "adamw":
@@ -406,8 +426,8 @@ def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[in
     m, o = config.model, config.optimizer
     image_shape = tuple(int(x) for x in image_shape)
     generator, discriminator = make_gan_models(config, image_shape)
-    g_tx = make_optimizer(o, o.g_learning_rate)
-    d_tx = make_optimizer(o, o.d_learning_rate)
+    g_tx = make_optimizer(o, o.g_learning_rate, config.total_steps)
+    d_tx = make_optimizer(o, o.d_learning_rate, config.total_steps)
     macs = None
     try:
         # Shapes only: module errors (bad widths for the image size, ...) surface here as ConfigErrors.
@@ -434,7 +454,7 @@ def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[in
 
 def make_program(config: ml_collections.ConfigDict, objective: steps_lib.Objective) -> steps_lib.Program:
     """The :class:`~jaxspike.train.steps.Program` the loop runs for ``objective``."""
-    optimizer = make_optimizer(config.optimizer) if objective.step is None else None
+    optimizer = make_optimizer(config.optimizer, total_steps=config.total_steps) if objective.step is None else None
     return steps_lib.make_program(objective, optimizer)
 
 

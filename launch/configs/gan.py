@@ -148,6 +148,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.b1 = 0.5
     config.optimizer.b2 = 0.999
     config.optimizer.grad_clip = 0.0
+    # Learning rates constant until this fraction of total_steps, then linearly to zero (1.0 = constant).
+    config.optimizer.lr_decay_from = 1.0
 
     config.batch_size = 64
     config.total_steps = 10000  # ~14 min on one CPU core (results/gan.md); FID still falling at the end

@@ -185,6 +185,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.b1 = 0.9
     config.optimizer.b2 = 0.999
     config.optimizer.grad_clip = 0.0  # global-norm clipping, 0 = off
+    # Learning rates constant until this fraction of total_steps, then linearly to zero (1.0 = constant).
+    config.optimizer.lr_decay_from = 1.0
 
     config.batch_size = 128  # global batch, split over the devices
     config.total_steps = 3000
