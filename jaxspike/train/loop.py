@@ -242,12 +242,7 @@ def _validate_gan(config: ml_collections.ConfigDict) -> None:
              "must be (lo, hi) with 0 <= lo < hi <= 1")
     _require(not loss.get("g_homeostasis", 0.0) or m.name == "gan", "loss.g_homeostasis", loss.get("g_homeostasis", 0.0),
              "needs a spiking generator (model.name='gan')")
-    o = config.optimizer
-    _require(o.name in OPTIMIZERS, "optimizer.name", o.name, f"unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
-    for field in ("g_learning_rate", "d_learning_rate"):
-        _require(o[field] > 0, f"optimizer.{field}", o[field], "must be > 0")
-    _require(o.grad_clip >= 0, "optimizer.grad_clip", o.grad_clip, "must be >= 0 (0 = off)")
-    _validate_decay(o)
+    _validate_optimizer(config.optimizer, ("g_learning_rate", "d_learning_rate"))
     mce = config.get("mode_collapse_entropy", MODE_COLLAPSE_ENTROPY)
     _require(mce >= 0, "mode_collapse_entropy", mce, "must be >= 0 nats")
 
@@ -262,14 +257,15 @@ def _validate_vae(config: ml_collections.ConfigDict) -> None:
     _require(0.0 <= m.beta <= 1.0, "model.beta", m.beta, "LIF decay must lie in [0, 1]")
     _require(m.threshold > 0, "model.threshold", m.threshold, "threshold must be > 0")
     _require(0.0 < m.prior_p < 1.0, "model.prior_p", m.prior_p, "prior firing probability must lie in (0, 1)")
-    o = config.optimizer
+    _validate_optimizer(config.optimizer, ("learning_rate",))
+
+
+def _validate_optimizer(o: ml_collections.ConfigDict, rate_fields: tuple[str, ...]) -> None:
+    """``config.optimizer`` of either model; ``rate_fields`` name its learning rates."""
     _require(o.name in OPTIMIZERS, "optimizer.name", o.name, f"unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
-    _require(o.learning_rate > 0, "optimizer.learning_rate", o.learning_rate, "must be > 0")
+    for field in rate_fields:
+        _require(o[field] > 0, f"optimizer.{field}", o[field], "must be > 0")
     _require(o.grad_clip >= 0, "optimizer.grad_clip", o.grad_clip, "must be >= 0 (0 = off)")
-    _validate_decay(o)
-
-
-def _validate_decay(o: ml_collections.ConfigDict) -> None:
     decay_from = o.get("lr_decay_from", 1.0)
     _require(isinstance(decay_from, (int, float)) and 0.0 <= decay_from <= 1.0, "optimizer.lr_decay_from", decay_from,
              "must be a fraction of total_steps in [0, 1] (1 = constant learning rate)")
@@ -304,8 +300,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict, learning_rate: float | None =
         if not total_steps:
             raise ConfigError("config.optimizer.lr_decay_from < 1 needs total_steps to place the decay")
         start = int(round(decay_from * total_steps))
-        lr = optax.join_schedules(
-            [optax.constant_schedule(lr), optax.linear_schedule(lr, 0.0, max(total_steps - start, 1))], [start])
+        lr = optax.linear_schedule(lr, 0.0, max(total_steps - start, 1), transition_begin=start)
     if cfg.name == "adam":
         opt = optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
     elif cfg.name == "adamw":
