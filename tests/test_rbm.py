@@ -60,6 +60,60 @@ def test_one_ecd_update_matches_hand_rule(key, lam):
     np.testing.assert_allclose(np.asarray(new.b_h - params.b_h), 0.1 * sh, atol=1e-6)
 
 
+def test_persistent_chain_starts_the_model_phase_and_follows_the_rule(key):
+    cfg = TINY
+    params = rbm.init_params(key, cfg)
+    params = params._replace(w=jnp.full((6, 4), 200.0), b_v=jnp.full((6,), -100.0))
+    x = jnp.asarray([[1, 0, 1, 0.5, 0.2, 0.9], [0, 1, 0, 1, 1, 0.1]], jnp.float32)
+    y = jnp.array([2, 0])
+    chain = jnp.asarray([[1, 1, 1, 1], [0, 0, 0, 0]], jnp.float32)
+    stats, aux = rbm.ecd_statistics(params, jax.random.fold_in(key, 7), x, y, cfg, chain)
+    # The first free visible spikes come from the chain, not from the data: all on / all off.
+    np.testing.assert_array_equal(np.asarray(aux["v_model"][0]), [[1] * 6, [0] * 6])
+    np.testing.assert_array_equal(np.asarray(aux["chain"]), np.asarray(aux["h_model"][-1]))
+    # The gated sums follow the same rule over the data phase and the chain's model phase.
+    joined = {"g": aux["g"], **{k: jnp.concatenate([aux[k], aux[k + "_model"]]) for k in ("v", "h", "l")}}
+    vh, lh, sv, sh, sl = _hand_stats(joined, 0.0, batch=2, gated=3)
+    np.testing.assert_allclose(np.asarray(stats.vh), vh, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(stats.lh), lh, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(stats.h), sh, atol=1e-6)
+    # The chains need not match the data batch; a chain of the wrong width is refused.
+    step = rbm.make_ecd_step(cfg, 0.1)
+    _, new_chain, _ = step(params, {"image": x, "label": y}, key, rbm.init_chain(key, 5, cfg))
+    assert new_chain.shape == (5, 4)
+    with pytest.raises(ValueError, match="chain"):
+        rbm.ecd_statistics(params, key, x, y, cfg, jnp.zeros((2, 3)))
+
+
+def test_label_population_fires_together_and_follows_the_rule(key):
+    cfg = TINY._replace(label_copies=2)
+    params = rbm.init_params(key, cfg)
+    assert params.u.shape == (6, 4) and params.b_l.shape == (6,)
+    params = params._replace(w=params.w * 100, u=params.u * 100)
+    x = jnp.asarray([[1, 0, 1, 0.5, 0.2, 0.9], [0, 1, 0, 1, 1, 0.1]], jnp.float32)
+    y = jnp.array([2, 0])
+    stats, aux = rbm.ecd_statistics(params, jax.random.fold_in(key, 7), x, y, cfg)
+    l = np.asarray(aux["l"]).reshape(8, 2, 3, 2)  # [time, batch, class, copy]
+    np.testing.assert_array_equal(l[..., 0], l[..., 1])  # a class's units spike together
+    np.testing.assert_array_equal(l.sum((-1, -2)), 2.0)  # one class per step, in both phases
+    np.testing.assert_array_equal(l[:4, :, :, 0].argmax(-1), np.tile([2, 0], (4, 1)))
+    vh, lh, sv, sh, sl = _hand_stats(aux, 0.0, batch=2, gated=3)
+    np.testing.assert_allclose(np.asarray(stats.lh), lh, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(stats.l), sl, atol=1e-6)
+    # Two copies with equal weights act as one unit with twice the weight.
+    one = TINY
+    p1 = rbm.init_params(key, one)
+    p2 = p1._replace(u=jnp.repeat(p1.u, 2, axis=0), b_l=jnp.repeat(p1.b_l, 2))
+    p1 = p1._replace(u=2 * p1.u, b_l=2 * p1.b_l)
+    np.testing.assert_allclose(np.asarray(rbm.classify(p2, key, x, cfg, num_steps=5)),
+                               np.asarray(rbm.classify(p1, key, x, one, num_steps=5)), atol=1e-5)
+    a, _ = rbm.sample(p2, key, y, cfg, num_steps=6, average=2)
+    b, _ = rbm.sample(p1, key, y, one, num_steps=6, average=2)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    with pytest.raises(ValueError, match="sizes"):
+        rbm.init_params(key, TINY._replace(label_copies=0))
+
+
 def test_sampling_is_reproducible_from_key(key):
     cfg = TINY
     params = rbm.init_params(key, cfg)
@@ -76,7 +130,8 @@ def test_sampling_is_reproducible_from_key(key):
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(a), atol=1e-6)
 
 
-def test_short_training_reduces_reconstruction_error(key):
+@pytest.mark.parametrize("persistent", [False, True])
+def test_short_training_reduces_reconstruction_error(key, persistent):
     cfg = rbm.RBMConfig(num_visible=16, num_hidden=12, num_labels=2, phase_steps=3, burn_in=0)
     # Two prototypes (bars) with 10% pixel noise.
     proto = np.zeros((2, 16), np.float32)
@@ -96,8 +151,10 @@ def test_short_training_reduces_reconstruction_error(key):
         return float(np.mean([jnp.mean((rbm.reconstruct(p, k, x, None, cfg) - x) ** 2) for k in keys]))
 
     before = recon_error(params)
+    chain = rbm.init_chain(jax.random.key(5), 32, cfg) if persistent else None
     for i in range(150):
-        params, metrics = step(params, {"image": x, "label": labels}, jax.random.fold_in(key, i))
+        params, last, metrics = step(params, {"image": x, "label": labels}, jax.random.fold_in(key, i), chain)
+        chain = last if persistent else None
     after = recon_error(params)
     assert after < 0.6 * before, (before, after)
     assert np.isfinite(float(metrics["recon_mse"]))

@@ -35,6 +35,11 @@ are synapses from an always-on unit: ``db_i = eta g(t) s_i(t)``. Updates
 are normalised by the number of gated steps and averaged over the ``B``
 copies of the network that see a minibatch in parallel.
 
+With persistent chains (``chain=`` in :func:`ecd_statistics`) the model
+phase instead continues the free network where the previous update's model
+phase ended, so the negative statistics come from the model's own long-run
+distribution rather than from ``k`` steps away from the data (Tieleman 2008).
+
 Generation runs the free dynamics with the label group clamped to a class;
 the image is the visible firing probability averaged over the last steps.
 """
@@ -49,7 +54,7 @@ import numpy as np
 
 Array = jax.Array
 
-__all__ = ["RBMConfig", "Params", "init_params", "ecd_statistics", "ecd_update", "make_ecd_step", "sample",
+__all__ = ["RBMConfig", "Params", "init_params", "init_chain", "ecd_statistics", "ecd_update", "make_ecd_step", "sample",
            "reconstruct", "classify", "check_params"]
 
 
@@ -59,7 +64,11 @@ class RBMConfig(NamedTuple):
     Attributes:
       num_visible: ``V`` pixel units.
       num_hidden: ``H``.
-      num_labels: ``L`` label units (0 = unconditional).
+      num_labels: ``L`` classes (0 = unconditional).
+      label_copies: ``m`` label units per class (a population code, as the
+        label neurons of Neftci et al. 2014): all ``m`` units of a class spike
+        together, so the label group has ``L m`` units and the class drives
+        the hidden layer through ``m`` learned weight rows. ``1`` = one unit.
       phase_steps: steps per phase (data, then model).
       burn_in: first steps of each phase with ``g = 0``.
       trace_decay: ``lam``, STDP trace decay per step (0 = same-step coincidences).
@@ -68,13 +77,14 @@ class RBMConfig(NamedTuple):
     num_visible: int = 784
     num_hidden: int = 500
     num_labels: int = 10
+    label_copies: int = 1
     phase_steps: int = 6
     burn_in: int = 1
     trace_decay: float = 0.0
 
 
 class Params(NamedTuple):
-    """``w [V, H]``, ``u [L, H]`` (label-hidden), biases ``b_v [V]``, ``b_h [H]``, ``b_l [L]``."""
+    """``w [V, H]``, ``u [L m, H]`` (label-hidden), biases ``b_v [V]``, ``b_h [H]``, ``b_l [L m]``."""
 
     w: Array
     u: Array
@@ -85,7 +95,7 @@ class Params(NamedTuple):
 
 def check_params(params: Params, cfg: RBMConfig) -> None:
     """Shapes against ``cfg``; a clear ``ValueError`` otherwise."""
-    v, h, l = cfg.num_visible, cfg.num_hidden, cfg.num_labels
+    v, h, l = cfg.num_visible, cfg.num_hidden, _label_units(cfg)
     want = {"w": (v, h), "u": (l, h), "b_v": (v,), "b_h": (h,), "b_l": (l,)}
     for name, shape in want.items():
         got = tuple(getattr(params, name).shape)
@@ -95,19 +105,42 @@ def check_params(params: Params, cfg: RBMConfig) -> None:
 
 def init_params(key: Array, cfg: RBMConfig, data_mean: Array | None = None) -> Params:
     """``w, u ~ N(0, 0.01^2)``; ``b_v = logit(data mean)`` if given (Hinton 2010, "A practical guide to training RBMs")."""
-    if cfg.num_visible < 1 or cfg.num_hidden < 1 or cfg.num_labels < 0:
+    if cfg.num_visible < 1 or cfg.num_hidden < 1 or cfg.num_labels < 0 or cfg.label_copies < 1:
         raise ValueError(f"bad RBM sizes {cfg}")
     if not 0 <= cfg.burn_in < cfg.phase_steps:
         raise ValueError(f"need 0 <= burn_in < phase_steps, got {cfg.burn_in}, {cfg.phase_steps}")
     kw, ku = jax.random.split(key)
     w = 0.01 * jax.random.normal(kw, (cfg.num_visible, cfg.num_hidden), jnp.float32)
-    u = 0.01 * jax.random.normal(ku, (cfg.num_labels, cfg.num_hidden), jnp.float32)
+    u = 0.01 * jax.random.normal(ku, (_label_units(cfg), cfg.num_hidden), jnp.float32)
     if data_mean is None:
         b_v = jnp.zeros((cfg.num_visible,), jnp.float32)
     else:
         p = jnp.clip(jnp.asarray(data_mean, jnp.float32).reshape(-1), 1e-3, 1 - 1e-3)
         b_v = jnp.log(p / (1 - p))
-    return Params(w, u, b_v, jnp.zeros((cfg.num_hidden,), jnp.float32), jnp.zeros((cfg.num_labels,), jnp.float32))
+    return Params(w, u, b_v, jnp.zeros((cfg.num_hidden,), jnp.float32), jnp.zeros((_label_units(cfg),), jnp.float32))
+
+
+def init_chain(key: Array, num_chains: int, cfg: RBMConfig) -> Array:
+    """``[num_chains, H]`` random hidden spikes (p = 0.5): the start of persistent chains."""
+    return jax.random.bernoulli(key, 0.5, (num_chains, cfg.num_hidden)).astype(jnp.float32)
+
+
+def _label_units(cfg: RBMConfig) -> int:
+    return cfg.num_labels * cfg.label_copies
+
+
+def _label_code(classes: Array, cfg: RBMConfig) -> Array:
+    """``int [B]`` classes -> ``[B, L m]`` label spikes: the class's ``m`` units on."""
+    return jnp.repeat(jax.nn.one_hot(classes, cfg.num_labels, dtype=jnp.float32), cfg.label_copies, axis=-1)
+
+
+def _class_logits(params: Params, h: Array, cfg: RBMConfig) -> Array:
+    """``[B, L]`` log-odds of each class's population firing, given hidden spikes ``h``.
+
+    A class's ``m`` units fire together, so its energy is the sum over them.
+    """
+    per_unit = h @ params.u.T + params.b_l
+    return per_unit.reshape(*per_unit.shape[:-1], cfg.num_labels, cfg.label_copies).sum(-1)
 
 
 def _check_batch(x: Array, labels: Array | None, cfg: RBMConfig) -> Array:
@@ -139,7 +172,7 @@ class _Stats(NamedTuple):
 
 
 def _zero_stats(cfg: RBMConfig) -> _Stats:
-    v, h, l = cfg.num_visible, cfg.num_hidden, cfg.num_labels
+    v, h, l = cfg.num_visible, cfg.num_hidden, _label_units(cfg)
     z = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
     return _Stats(z(v, h), z(l, h), z(v), z(h), z(l))
 
@@ -156,7 +189,9 @@ def _stdp_terms(v, l, h, traces, lam):
     return (vh, lh, jnp.sum(v, 0), jnp.sum(h, 0), jnp.sum(l, 0)), (a_v, a_l, a_h)
 
 
-def ecd_statistics(params: Params, key: Array, x: Array, labels: Array, cfg: RBMConfig) -> tuple[_Stats, dict]:
+def ecd_statistics(
+    params: Params, key: Array, x: Array, labels: Array, cfg: RBMConfig, chain: Array | None = None
+) -> tuple[_Stats, dict]:
     """Runs one data phase and one model phase; returns ``sum_t g(t) STDP(t)``.
 
     Args:
@@ -164,17 +199,28 @@ def ecd_statistics(params: Params, key: Array, x: Array, labels: Array, cfg: RBM
       key: PRNG key (all spikes of both phases).
       x: ``[B, V]`` (or images) in [0, 1], visible firing probabilities of the data phase.
       labels: ``int32 [B]``.
+      chain: ``[B', H]`` hidden spikes the model phase starts from: the end of
+        the previous update's model phase, so the free network runs on across
+        updates (persistent chains, Tieleman 2008, "Training restricted
+        Boltzmann machines using approximations to the likelihood gradient",
+        ICML) and its ``B'`` copies need not match the data batch. ``None``
+        (default): the model phase starts from this data phase's last state
+        (contrastive divergence, as in Neftci et al. 2014).
 
     Returns:
       ``(stats, aux)``: gated sums averaged over the batch and divided by the
       gated steps per phase; ``aux`` holds time-major spike trains
-      ``v [2S, B, V]``, ``h [2S, B, H]``, ``l [2S, B, L]`` and ``g [2S]``.
+      ``v [2S, B, V]``, ``h [2S, B, H]``, ``l [2S, B, L m]`` and ``g [2S]``
+      (with a ``chain``: the data phase's ``[S, ...]`` in ``v, h, l`` and the
+      model phase's in ``v_model, h_model, l_model``), and ``chain``: the
+      model phase's last hidden spikes ``[B', H]``, where the next persistent
+      update starts.
     """
     x = _check_batch(x, labels, cfg)
     check_params(params, cfg)
     batch = x.shape[0]
     steps, burn, lam = cfg.phase_steps, cfg.burn_in, cfg.trace_decay
-    label_onehot = jax.nn.one_hot(labels, cfg.num_labels, dtype=jnp.float32)
+    label_onehot = _label_code(labels, cfg)
     g = jnp.concatenate([
         jnp.where(jnp.arange(steps) < burn, 0.0, 1.0),
         jnp.where(jnp.arange(steps) < burn, 0.0, -1.0),
@@ -196,29 +242,38 @@ def ecd_statistics(params: Params, key: Array, x: Array, labels: Array, cfg: RBM
         k, g_t = inputs
         kv, kl, kh = jax.random.split(k, 3)
         v = jax.random.bernoulli(kv, jax.nn.sigmoid(h_prev @ params.w.T + params.b_v)).astype(jnp.float32)
-        label_logits = h_prev @ params.u.T + params.b_l
-        l = jax.nn.one_hot(jax.random.categorical(kl, label_logits), cfg.num_labels, dtype=jnp.float32)
+        l = _label_code(jax.random.categorical(kl, _class_logits(params, h_prev, cfg)), cfg)
         h = jax.random.bernoulli(kh, jax.nn.sigmoid(_hidden_drive(params, v, l))).astype(jnp.float32)
         terms, traces = _stdp_terms(v, l, h, traces, lam)
         return (traces, h), (jax.tree.map(lambda a: g_t * a, terms), v, h, l)
 
     zeros = (
         jnp.zeros((batch, cfg.num_visible), jnp.float32),
-        jnp.zeros((batch, cfg.num_labels), jnp.float32),
+        jnp.zeros((batch, _label_units(cfg)), jnp.float32),
         jnp.zeros((batch, cfg.num_hidden), jnp.float32),
     )
     carry = (zeros, zeros[2])
     carry, (terms_d, v_d, h_d, l_d) = jax.lax.scan(data_step, carry, (keys[:steps], g[:steps]))
-    # The model phase starts from the data phase's last hidden state, with fresh traces.
-    _, (terms_m, v_m, h_m, l_m) = jax.lax.scan(model_step, (zeros, carry[1]), (keys[steps:], g[steps:]))
-    norm = 1.0 / (batch * (steps - burn))
-    stats = _Stats(*[norm * (jnp.sum(a, 0) + jnp.sum(b, 0)) for a, b in zip(terms_d, terms_m)])
-    aux = {
-        "v": jnp.concatenate([v_d, v_m]),
-        "h": jnp.concatenate([h_d, h_m]),
-        "l": jnp.concatenate([l_d, l_m]),
-        "g": g,
-    }
+    # The model phase starts from the data phase's last hidden state (or the persistent chain),
+    # with fresh traces.
+    if chain is None:
+        start, model_batch = carry[1], batch
+    else:
+        chain = jnp.asarray(chain, jnp.float32)
+        if chain.ndim != 2 or chain.shape[1] != cfg.num_hidden:
+            raise ValueError(f"chain must be [B, {cfg.num_hidden}] hidden spikes, got shape {tuple(chain.shape)}")
+        start, model_batch = chain, chain.shape[0]
+        zeros = tuple(jnp.zeros((model_batch, z.shape[1]), jnp.float32) for z in zeros)
+    _, (terms_m, v_m, h_m, l_m) = jax.lax.scan(model_step, (zeros, start), (keys[steps:], g[steps:]))
+    norm_d = 1.0 / (batch * (steps - burn))
+    norm_m = 1.0 / (model_batch * (steps - burn))
+    stats = _Stats(*[norm_d * jnp.sum(a, 0) + norm_m * jnp.sum(b, 0) for a, b in zip(terms_d, terms_m)])
+    aux = {"g": g}
+    if chain is None:
+        aux.update(v=jnp.concatenate([v_d, v_m]), h=jnp.concatenate([h_d, h_m]), l=jnp.concatenate([l_d, l_m]))
+    else:
+        aux.update(v=v_d, h=h_d, l=l_d, v_model=v_m, h_model=h_m, l_model=l_m)
+    aux["chain"] = h_m[-1]
     return stats, aux
 
 
@@ -234,23 +289,32 @@ def ecd_update(params: Params, stats: _Stats, learning_rate: float, weight_decay
 
 
 def make_ecd_step(cfg: RBMConfig, learning_rate: float = 0.05, weight_decay: float = 1e-4):
-    """``step(params, batch {"image", "label"}, key) -> (params, metrics)``: one eCD presentation."""
+    """One eCD presentation: ``step(params, batch {"image", "label"}, key, chain=None) -> (params, chain, metrics)``.
 
-    def step(params: Params, batch: dict, key: Array):
+    ``chain=None``: contrastive divergence (the model phase starts from the
+    data); otherwise the persistent chain's hidden spikes (see
+    :func:`ecd_statistics`). The returned ``chain`` is where the model phase
+    ended: pass it to the next step for persistent training.
+    """
+
+    def step(params: Params, batch: dict, key: Array, chain: Array | None = None):
         x = _check_batch(batch["image"], batch["label"], cfg)
-        stats, aux = ecd_statistics(params, key, x, batch["label"], cfg)
+        stats, aux = ecd_statistics(params, key, x, batch["label"], cfg, chain)
         params = ecd_update(params, stats, learning_rate, weight_decay)
         steps = cfg.phase_steps
+        h_model = aux["h"][steps:] if chain is None else aux["h_model"]
+        v_model = aux["v"][steps:] if chain is None else aux["v_model"]
         # One-step mean-field reconstruction from the data phase's last hidden spikes.
         recon = jax.nn.sigmoid(aux["h"][steps - 1] @ params.w.T + params.b_v)
         metrics = {
             "recon_mse": jnp.mean((recon - x) ** 2),
             "hidden_rate_data": jnp.mean(aux["h"][:steps]),
-            "hidden_rate_model": jnp.mean(aux["h"][steps:]),
-            "visible_rate_model": jnp.mean(aux["v"][steps:]),
-            "label_match_model": jnp.mean(jnp.argmax(aux["l"][-1], -1) == batch["label"]),
+            "hidden_rate_model": jnp.mean(h_model),
+            "visible_rate_model": jnp.mean(v_model),
         }
-        return params, metrics
+        if chain is None:  # the free label after a CD model phase: does it still name the data's class?
+            metrics["label_match_model"] = jnp.mean(jnp.argmax(aux["l"][-1], -1) == batch["label"] * cfg.label_copies)
+        return params, aux["chain"], metrics
 
     return step
 
@@ -261,8 +325,7 @@ def reconstruct(params: Params, key: Array, x: Array, labels: Array | None, cfg:
     Returns ``[B, V]`` visible probabilities (the reconstruction-error probe).
     """
     x = _check_batch(x, labels, cfg)
-    l = (jax.nn.one_hot(labels, cfg.num_labels, dtype=jnp.float32) if labels is not None
-         else jnp.zeros((x.shape[0], cfg.num_labels), jnp.float32))
+    l = _label_code(labels, cfg) if labels is not None else jnp.zeros((x.shape[0], _label_units(cfg)), jnp.float32)
     h = jax.random.bernoulli(key, jax.nn.sigmoid(_hidden_drive(params, x, l))).astype(jnp.float32)
     return jax.nn.sigmoid(h @ params.w.T + params.b_v)
 
@@ -281,11 +344,11 @@ def classify(params: Params, key: Array, x: Array, cfg: RBMConfig, num_steps: in
         kv, kh, kl = jax.random.split(k, 3)
         v = jax.random.bernoulli(kv, x).astype(jnp.float32)
         h = jax.random.bernoulli(kh, jax.nn.sigmoid(_hidden_drive(params, v, l))).astype(jnp.float32)
-        logits = h @ params.u.T + params.b_l
-        l = jax.nn.one_hot(jax.random.categorical(kl, logits), cfg.num_labels, dtype=jnp.float32)
+        logits = _class_logits(params, h, cfg)
+        l = _label_code(jax.random.categorical(kl, logits), cfg)
         return l, jax.nn.softmax(logits)
 
-    l0 = jnp.zeros((batch, cfg.num_labels), jnp.float32)
+    l0 = jnp.zeros((batch, _label_units(cfg)), jnp.float32)
     _, probs = jax.lax.scan(step, l0, jax.random.split(key, num_steps))
     return jnp.mean(probs, 0)
 
@@ -323,7 +386,7 @@ def sample(
     if not 1 <= average <= num_steps:
         raise ValueError(f"need 1 <= average <= num_steps, got average={average}, num_steps={num_steps}")
     n = labels.shape[0]
-    l = label_gain * jax.nn.one_hot(labels, cfg.num_labels, dtype=jnp.float32)
+    l = label_gain * _label_code(labels, cfg)
     k0, k_run = jax.random.split(key)
     h0 = jax.random.bernoulli(k0, 0.5, (n, cfg.num_hidden)).astype(jnp.float32)
 
