@@ -257,14 +257,14 @@ def ecd_statistics(
     # The model phase starts from the data phase's last hidden state (or the persistent chain),
     # with fresh traces.
     if chain is None:
-        start, model_batch = carry[1], batch
+        start = carry[1]
     else:
-        chain = jnp.asarray(chain, jnp.float32)
-        if chain.ndim != 2 or chain.shape[1] != cfg.num_hidden:
-            raise ValueError(f"chain must be [B, {cfg.num_hidden}] hidden spikes, got shape {tuple(chain.shape)}")
-        start, model_batch = chain, chain.shape[0]
-        zeros = tuple(jnp.zeros((model_batch, z.shape[1]), jnp.float32) for z in zeros)
-    _, (terms_m, v_m, h_m, l_m) = jax.lax.scan(model_step, (zeros, start), (keys[steps:], g[steps:]))
+        start = jnp.asarray(chain, jnp.float32)
+        if start.ndim != 2 or start.shape[1] != cfg.num_hidden:
+            raise ValueError(f"chain must be [B, {cfg.num_hidden}] hidden spikes, got shape {tuple(start.shape)}")
+    model_batch = start.shape[0]
+    model_traces = tuple(jnp.zeros((model_batch, z.shape[1]), jnp.float32) for z in zeros)
+    _, (terms_m, v_m, h_m, l_m) = jax.lax.scan(model_step, (model_traces, start), (keys[steps:], g[steps:]))
     norm_d = 1.0 / (batch * (steps - burn))
     norm_m = 1.0 / (model_batch * (steps - burn))
     stats = _Stats(*[norm_d * jnp.sum(a, 0) + norm_m * jnp.sum(b, 0) for a, b in zip(terms_d, terms_m)])
@@ -313,7 +313,8 @@ def make_ecd_step(cfg: RBMConfig, learning_rate: float = 0.05, weight_decay: flo
             "visible_rate_model": jnp.mean(v_model),
         }
         if chain is None:  # the free label after a CD model phase: does it still name the data's class?
-            metrics["label_match_model"] = jnp.mean(jnp.argmax(aux["l"][-1], -1) == batch["label"] * cfg.label_copies)
+            free_class = jnp.argmax(aux["l"][-1], -1) // cfg.label_copies  # a class's units are adjacent
+            metrics["label_match_model"] = jnp.mean(free_class == batch["label"])
         return params, aux["chain"], metrics
 
     return step
@@ -388,7 +389,7 @@ def sample(
     n = labels.shape[0]
     l = label_gain * _label_code(labels, cfg)
     k0, k_run = jax.random.split(key)
-    h0 = jax.random.bernoulli(k0, 0.5, (n, cfg.num_hidden)).astype(jnp.float32)
+    h0 = init_chain(k0, n, cfg)
 
     def step(h_prev, k):
         kv, kh = jax.random.split(k)
