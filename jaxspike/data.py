@@ -373,21 +373,30 @@ def batch_indices(num_examples: int, batch_size: int, seed: int, epoch: int) -> 
     return perm[: spe * batch_size].reshape(spe, batch_size)
 
 
-def get_batch(ds: Dataset, batch_size: int, seed: int, step: int) -> dict:
+def get_batch(ds: Dataset, batch_size: int, seed: int, step: int, extras: dict | None = None) -> dict:
     """The batch at global training step ``step``.
 
     ``epoch = step // steps_per_epoch``, ``position = step % steps_per_epoch``,
     so restarting at any step reproduces the uninterrupted sequence.
 
+    Args:
+      extras: ``{name: array [N, ...]}``, per-example arrays aligned with
+        ``ds`` (e.g. cached features); the batch gets their rows too.
+
     Returns:
-      ``{"image": float32 [B, H, W, C], "label": int32 [B]}``.
+      ``{"image": float32 [B, H, W, C], "label": int32 [B]}`` plus one entry per extra.
     """
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     spe = steps_per_epoch(len(ds.labels), batch_size)
     epoch, pos = divmod(int(step), spe)
     idx = batch_indices(len(ds.labels), batch_size, seed, epoch)[pos]
-    return {"image": ds.images[idx], "label": ds.labels[idx]}
+    batch = {"image": ds.images[idx], "label": ds.labels[idx]}
+    for name, values in (extras or {}).items():
+        if len(values) != len(ds.labels):
+            raise ValueError(f"extra {name!r} has {len(values)} rows for a dataset of {len(ds.labels)} examples")
+        batch[name] = values[idx]
+    return batch
 
 
 def iterate(ds: Dataset, batch_size: int, seed: int, start_step: int = 0) -> Iterator[tuple[int, dict]]:

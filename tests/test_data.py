@@ -66,6 +66,13 @@ def test_get_batch_resumes_iterate(mnist5k):
     b = batches[0][1]
     assert b["image"].shape == (512, 28, 28, 1) and b["image"].dtype == np.float32
     assert b["label"].dtype == np.int32
+    # Per-example extras (cached features) come with the same rows as the images.
+    index = np.arange(len(train.labels))
+    with_extra = data.get_batch(train, 512, 3, spe + 2, {"index": index})
+    np.testing.assert_array_equal(train.images[with_extra["index"]], with_extra["image"])
+    np.testing.assert_array_equal(with_extra["image"], batches[spe + 2][1]["image"])
+    with pytest.raises(ValueError, match="'index' has 10 rows"):
+        data.get_batch(train, 512, 3, 0, {"index": index[:10]})
 
 
 def test_bad_arguments(mnist5k):

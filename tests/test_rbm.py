@@ -130,6 +130,25 @@ def test_sampling_is_reproducible_from_key(key):
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(a), atol=1e-6)
 
 
+def test_annealed_label_drive_ends_at_the_trained_model(key):
+    # Hidden units fire (p ~ 1) only while the label drive is above 1.7x its trained value
+    # (whatever the pixels); hidden spikes turn every pixel on. Otherwise all is off (p ~ 0).
+    cfg = TINY
+    c = 50.0
+    params = rbm.Params(w=jnp.full((6, 4), c / 2), u=jnp.full((3, 4), 10 * c), b_v=jnp.full((6,), -c),
+                        b_h=jnp.full((4,), -20 * c), b_l=jnp.zeros((3,)))
+    labels = jnp.array([0, 1, 2])
+    run = lambda gain, anneal: np.asarray(rbm.sample(params, key, labels, cfg, 12, 4, gain, anneal)[0])  # noqa: E731
+    np.testing.assert_allclose(run(3.0, 0), 1.0, atol=1e-6)  # constant gain 3: always on
+    np.testing.assert_allclose(run(1.0, 0), 0.0, atol=1e-6)  # the trained drive: off
+    # Annealed 3 -> 1 over 8 steps: on at first, off in the read-out (the last 4 steps, gain 1).
+    annealed, aux = rbm.sample(params, key, labels, cfg, 12, 4, 3.0, 8)
+    np.testing.assert_allclose(np.asarray(annealed), 0.0, atol=1e-6)
+    assert float(aux["h_spikes"].min()) > 0  # it did fire early on
+    with pytest.raises(ValueError, match="anneal_steps"):
+        rbm.sample(params, key, labels, cfg, 12, 4, 3.0, 9)
+
+
 @pytest.mark.parametrize("persistent", [False, True])
 def test_short_training_reduces_reconstruction_error(key, persistent):
     cfg = rbm.RBMConfig(num_visible=16, num_hidden=12, num_labels=2, phase_steps=3, burn_in=0)

@@ -11,6 +11,7 @@ import pytest
 
 from jaxspike import energy, gan_objective, stdp
 from jaxspike.models import gan, spyketorch_net as net, stdp_frontend, vae
+from jaxspike.train import steps as steps_lib
 
 TINY = net.NetConfig(num_steps=6, c1=4, k1=2, r1=2, c2=5, k2=2, r2=1, per_class=1)
 
@@ -128,11 +129,37 @@ def test_vae_encoder_reads_frozen_features(tmp_path):
     h2, _ = model.apply({"params": params}, x, jax.random.key(6), method="encode")
     np.testing.assert_array_equal(np.asarray(h1), np.asarray(h2))
     assert {"stdp_dog", "stdp_s1", "stdp_s2"} <= set(aux["stdp"])
-    loss, grads = jax.value_and_grad(lambda p: vae.elbo_loss(model, p, x, jax.random.key(2))[0])(params)
+    # The loop's cached batch (features computed once per image by the objective's precompute)
+    # gives the loss and gradient of running the front end every step.
+    objective = steps_lib.make_vae_objective(model, cache_frontend=True)
+    cached = objective.precompute(np.asarray(x))
+    assert set(cached) == {"frontend"} and cached["frontend"].shape == (4, 4 * 4 * TINY.c2)
+    grad = jax.value_and_grad(objective.loss, has_aux=True)
+    (loss, _), grads = grad(params, {"image": x}, jax.random.key(3))
+    (loss_c, _), grads_c = grad(params, {"image": x, "frontend": jnp.asarray(cached["frontend"])}, jax.random.key(3))
     assert np.isfinite(float(loss))
     assert float(jnp.linalg.norm(grads["enc_layers_0"]["kernel"])) > 0
+    np.testing.assert_allclose(float(loss_c), float(loss), rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7), grads_c, grads)
+    assert steps_lib.make_vae_objective(model).precompute is None  # off unless asked for
+    with pytest.raises(ValueError, match=r"cached STDP features must be \[B, 80\]"):
+        model.apply({"params": params}, x, jax.random.key(0), features=cached["frontend"][:, :7])
+    plain = vae.SpikingVAE(num_steps=6, latent=8, encoder=(16,), decoder=(16,))
+    with pytest.raises(ValueError, match="no STDP front end"):
+        plain.init(jax.random.key(0), x, jax.random.key(1), features=cached["frontend"])
     with pytest.raises(ValueError, match="MLP encoder"):
         vae.SpikingVAE(arch="conv", frontend=spec).init(jax.random.key(0), x, jax.random.key(1))
+
+
+def test_cached_first_bins_give_the_same_spikes():
+    x = _digits()
+    w1, w2 = _weights()
+    for steps, output in ((0, "spikes"), (3, "spikes"), (3, "cumulative")):
+        front = stdp_frontend.STDPFrontEnd(w1, w2, stdp_frontend.FrontEndConfig(steps=steps, output=output))
+        first = front.first_bins(x, 6)
+        assert first.dtype == jnp.uint8 and first.shape == (4, front.num_features)
+        assert 0 < int(jnp.sum(first < (steps or 6))) < first.size  # some features fire, not all
+        np.testing.assert_array_equal(np.asarray(front.from_first_bins(first, 6)), np.asarray(front(x, 6)[0]))
 
 
 def test_spec_loading_and_errors(tmp_path):
@@ -141,6 +168,8 @@ def test_spec_loading_and_errors(tmp_path):
     front = stdp_frontend.load(run + "?layers=1&output=cumulative")
     assert front.config.layers == 1 and front.config.output == "cumulative" and front.w2 is None
     assert front.config.thr1 == TINY.thr1 and front.feature_shape == (14, 14, TINY.c1)
+    assert stdp_frontend.load(run + "?thr1=12.5&dog_threshold=20").config[2:4] == (12.5, TINY.thr2)  # the spec wins
+    assert stdp_frontend.load(run + "?dog_threshold=20").config.dog_threshold == 20.0
     assert stdp_frontend.load(os.path.join(run, "params.npz")).num_features == 4 * 4 * TINY.c2
     with pytest.raises(FileNotFoundError, match="--stdp_only"):
         stdp_frontend.load(str(tmp_path / "missing"))
@@ -160,3 +189,31 @@ def test_spec_loading_and_errors(tmp_path):
         stdp_frontend.STDPFrontEnd(w1, w2)(jnp.zeros((2, 32, 32, 3)), 4)
     with pytest.raises(ValueError, match="num_steps"):
         stdp_frontend.STDPFrontEnd(w1, w2)(_digits(), 0)
+
+
+def test_training_loop_feeds_cached_features(tmp_path):
+    from jaxspike import data
+    from jaxspike.train import io, loop, state as state_lib
+    from launch.configs import vae as vae_config
+
+    spec = _save_run(tmp_path / "fe", *_weights())
+    config = vae_config.get_config("smoke")
+    config.update(num_devices=1, num_grid=0, total_steps=1, log_every=1)
+    config.data.max_examples = 32  # the cache covers the training split: keep it small
+    config.model.frontend = spec
+    loop.train(config, str(tmp_path / "run"))
+    (row,) = io.read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
+    assert row["time/precompute_s"] > 0
+    # The logged first loss is the step's on the loop's first batch with its cached features,
+    # and the loss does depend on the features fed (all-silent ones give another).
+    objective = loop.make_objective(config, (28, 28, 1))
+    program = loop.make_program(config, objective)
+    train_ds = data.load("mnist5k", "train", max_examples=32)
+    stream = state_lib.seed_streams(0)
+    cache = objective.precompute(train_ds.images)
+    batch = data.get_batch(train_ds, config.batch_size, state_lib.data_seed(stream.data_key), 0, cache)
+    state = jax.jit(program.init_state)(stream.init_key, {"image": batch["image"]})
+    step = jax.jit(program.step)
+    np.testing.assert_allclose(row["loss"], float(step(state, batch, stream.run_key)[1]["loss"]), rtol=1e-5)
+    silent = {**batch, "frontend": np.full_like(batch["frontend"], 255)}
+    assert abs(float(step(state, silent, stream.run_key)[1]["loss"]) - row["loss"]) > 1e-3

@@ -362,6 +362,7 @@ def sample(
     num_steps: int = 200,
     average: int = 20,
     label_gain: float = 1.0,
+    anneal_steps: int = 0,
 ) -> tuple[Array, dict]:
     """Class-conditional samples by free-running spiking dynamics.
 
@@ -371,7 +372,12 @@ def sample(
     the visible firing probability ``sigmoid(W h_{t-1} + b_v)`` averaged over
     the last ``average`` steps (a rate read-out). ``label_gain`` scales the
     label's drive ``U^T l`` (1 = the trained model; > 1 sharpens classes).
-    Everything is drawn from ``key``: the same key gives the same samples.
+    With ``anneal_steps = n > 0`` the gain instead falls linearly from
+    ``label_gain`` at the first step to 1 at step ``n`` and stays 1 after:
+    the chain starts in the label's basin and then runs under the trained
+    model itself (its last ``num_steps - n`` steps, which must cover the
+    ``average`` read-out steps). Everything is drawn from ``key``: the same
+    key gives the same samples.
 
     Args:
       labels: ``int32 [N]`` classes to generate.
@@ -386,19 +392,26 @@ def sample(
         raise ValueError(f"labels must be [N], got shape {tuple(labels.shape)}")
     if not 1 <= average <= num_steps:
         raise ValueError(f"need 1 <= average <= num_steps, got average={average}, num_steps={num_steps}")
+    if not 0 <= anneal_steps <= num_steps - average:
+        raise ValueError(f"need 0 <= anneal_steps <= num_steps - average = {num_steps - average}, got {anneal_steps}")
     n = labels.shape[0]
-    l = label_gain * _label_code(labels, cfg)
+    l = _label_code(labels, cfg)
+    if anneal_steps:
+        gains = jnp.maximum(1.0 + (label_gain - 1.0) * (1.0 - jnp.arange(num_steps) / anneal_steps), 1.0)
+    else:
+        gains = jnp.full((num_steps,), label_gain)
     k0, k_run = jax.random.split(key)
     h0 = init_chain(k0, n, cfg)
 
-    def step(h_prev, k):
+    def step(h_prev, xs):
+        k, gain = xs
         kv, kh = jax.random.split(k)
         p_v = jax.nn.sigmoid(h_prev @ params.w.T + params.b_v)
         v = jax.random.bernoulli(kv, p_v).astype(jnp.float32)
-        h = jax.random.bernoulli(kh, jax.nn.sigmoid(_hidden_drive(params, v, l))).astype(jnp.float32)
+        h = jax.random.bernoulli(kh, jax.nn.sigmoid(_hidden_drive(params, v, gain * l))).astype(jnp.float32)
         return h, (p_v, jnp.sum(v, -1), jnp.sum(h, -1))
 
-    _, (p_v, v_count, h_count) = jax.lax.scan(step, h0, jax.random.split(k_run, num_steps))
+    _, (p_v, v_count, h_count) = jax.lax.scan(step, h0, (jax.random.split(k_run, num_steps), gains))
     images = jnp.mean(p_v[-average:], 0)
     return images, {"v_spikes": jnp.sum(v_count, 0), "h_spikes": jnp.sum(h_count, 0)}
 

@@ -198,16 +198,60 @@ class STDPFrontEnd:
             wave, -jnp.inf, jax.lax.max, (1, 1, window, window, 1), (1, 1, window, window, 1), "VALID"
         )
 
-    def __call__(self, images: Array, num_steps: int) -> tuple[Array, dict]:
-        if images.ndim != 4 or tuple(images.shape[1:]) != (28, 28, 1):
-            raise ValueError(f"the STDP front end reads grey 28x28 images [B, 28, 28, 1], got shape {tuple(images.shape)}")
+    def _check_steps(self, num_steps) -> int:
+        """The front end's own bins for a consumer running ``num_steps``."""
         if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
             raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        if self.config.steps > num_steps:
+            raise ValueError(f"the STDP front end runs {self.config.steps} bins but the model only {num_steps} steps")
+        return int(self.config.steps or num_steps)
+
+    def _place(self, wave: Array, consumer_steps: int) -> Array:
+        """Cumulative wave at the own bins ``[bins, B, ...]`` -> the output ``[T, B, F]``."""
+        bins = wave.shape[0]
+        if bins < consumer_steps:
+            # Bin k -> step floor(k T / bins); the wave holds its value until the next bin.
+            start = (np.arange(bins) * consumer_steps) // bins
+            bin_of_step = np.searchsorted(start, np.arange(consumer_steps), side="right") - 1
+            wave = wave[bin_of_step]
+        if self.config.output == "spikes":
+            wave = wave - jnp.concatenate([jnp.zeros_like(wave[:1]), wave[:-1]], axis=0)
+        return wave.reshape(wave.shape[:2] + (-1,))
+
+    def first_bins(self, images: Array, num_steps: int) -> Array:
+        """Each feature's first-spike bin, ``uint8 [B, F]`` (``bins`` = never fired).
+
+        The whole forward pass in compact form, for caching: the front end is
+        deterministic and frozen, so a consumer that needs no gradient to the
+        pixels (the VAE) can compute this once per training image and turn it
+        back into the spike trains of ``__call__`` with :meth:`from_first_bins`
+        (equal spike for spike). Forward only (no gradient).
+        """
+        bins = self._check_steps(num_steps)
+        if bins > 255:
+            raise ValueError(f"first_bins stores bins as uint8: at most 255 bins, got {bins}")
+        wave = self._forward(jax.lax.stop_gradient(jnp.asarray(images, jnp.float32)), bins)[0]
+        fired = jnp.sum(wave > 0.5, axis=0)  # cumulative: fired at the last `fired` bins
+        return (bins - fired).reshape(wave.shape[1], -1).astype(jnp.uint8)
+
+    def from_first_bins(self, first: Array, num_steps: int) -> Array:
+        """Spike trains ``[T, B, F]`` of :meth:`first_bins`' output ``[B, F]``, as ``__call__`` gives them."""
+        bins = self._check_steps(num_steps)
+        if first.ndim != 2 or first.shape[1] != self.num_features:
+            raise ValueError(f"cached STDP features must be [B, {self.num_features}] first-spike bins, got shape {tuple(first.shape)}")
+        wave = (jnp.arange(bins).reshape(bins, 1, 1) >= first[None].astype(jnp.int32)).astype(jnp.float32)
+        return self._place(wave, num_steps)
+
+    def __call__(self, images: Array, num_steps: int) -> tuple[Array, dict]:
+        bins = self._check_steps(num_steps)
+        out, aux = self._forward(jnp.asarray(images, jnp.float32), bins)
+        return self._place(out, num_steps), aux
+
+    def _forward(self, images: Array, num_steps: int) -> tuple[Array, dict]:
+        """Cumulative pooled output wave ``[bins, B, H, W, C]`` at the own bins, and the energy counts."""
+        if images.ndim != 4 or tuple(images.shape[1:]) != (28, 28, 1):
+            raise ValueError(f"the STDP front end reads grey 28x28 images [B, 28, 28, 1], got shape {tuple(images.shape)}")
         cfg = self.config
-        if cfg.steps > num_steps:
-            raise ValueError(f"the STDP front end runs {cfg.steps} bins but the model only {num_steps} steps")
-        consumer_steps, num_steps = num_steps, (cfg.steps or num_steps)
-        images = jnp.asarray(images, jnp.float32)
         c_in = self._input_wave(images, num_steps)
         c1 = self._if_layer(c_in, self.w1, 2, cfg.thr1)
         p1 = self._pool(c1, 2)
@@ -218,14 +262,7 @@ class STDPFrontEnd:
             c2 = self._if_layer(p1, self.w2, 1, cfg.thr2)
             aux["stdp_s2"] = self._layer_aux(p1, c2, 3, self.w2.shape[-1], 1)
             out = self._pool(c2, 3)  # 14 -> 4 (the last two rows/columns dropped, as in the network)
-        if num_steps < consumer_steps:
-            # Bin k -> step floor(k T / steps); the wave holds its value until the next bin.
-            start = (np.arange(num_steps) * consumer_steps) // num_steps
-            bin_of_step = np.searchsorted(start, np.arange(consumer_steps), side="right") - 1
-            out = out[bin_of_step]
-        if cfg.output == "spikes":
-            out = out - jnp.concatenate([jnp.zeros_like(out[:1]), out[:-1]], axis=0)
-        return out.reshape(out.shape[:2] + (-1,)), aux
+        return out, aux
 
     # -- energy bookkeeping (forward values only) ---------------------------
 
@@ -279,10 +316,12 @@ def load(spec: str) -> STDPFrontEnd:
 
     ``spec`` is ``PATH`` (the run folder or its ``params.npz``) with optional
     ``?layers=1|2&output=spikes|cumulative&steps=N&slope=...``. Thresholds and DoG
-    settings come from the run's ``config.json`` when present. Cached per
+    settings come from the run's ``config.json`` when present, unless the
+    spec names them (``?dog_threshold=20&thr1=12``). Cached per
     spec (models call it while tracing).
     """
     path, cfg = parse_spec(spec)
+    given = {item.partition("=")[0] for item in spec.partition("?")[2].split("&") if item}
     npz = path if path.endswith(".npz") else os.path.join(path, "params.npz")
     if not os.path.exists(npz):
         raise FileNotFoundError(
@@ -293,7 +332,9 @@ def load(spec: str) -> STDPFrontEnd:
     if os.path.exists(run_cfg):
         with open(run_cfg) as f:
             net = json.load(f).get("net", {})
-        overrides = {k: type(getattr(cfg, k))(net[k]) for k in ("thr1", "thr2", "dog_threshold", "norm_radius") if k in net}
+        # The run's values, unless the spec sets them itself (e.g. "?dog_threshold=20").
+        overrides = {k: type(getattr(cfg, k))(net[k]) for k in ("thr1", "thr2", "dog_threshold", "norm_radius")
+                     if k in net and k not in given}
         cfg = cfg._replace(**overrides)
     with np.load(npz) as params:
         return STDPFrontEnd(params["w1"], params["w2"] if "w2" in params else None, cfg)

@@ -327,17 +327,30 @@ class SpikingVAE(nn.Module):
             return encoding.rate(key, x, self.num_steps)
         return encoding.latency(x, self.num_steps)
 
-    def encode(self, images: Array, key: Array):
-        """``images [B, H, W, C]`` -> encoder features ``h [T, B, F]`` and layer aux."""
+    def encode(self, images: Array, key: Array, features: Array | None = None):
+        """``images [B, H, W, C]`` -> encoder features ``h [T, B, F]`` and layer aux.
+
+        ``features``: the front end's output for ``images`` computed beforehand
+        (:meth:`jaxspike.models.stdp_frontend.STDPFrontEnd.first_bins`, ``[B, F]``),
+        used instead of running it (same spikes; no front-end counts in aux).
+        """
         if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.image_shape):
             raise ValueError(
                 f"SpikingVAE expects images [B, {', '.join(map(str, self.image_shape))}], got shape {tuple(images.shape)}"
             )
         aux = {}
+        if features is not None and not self.frontend:
+            raise ValueError("cached front-end features were given but the model has no STDP front end (model.frontend)")
         if self.frontend:  # frozen STDP features instead of the input coding
             if self.arch != "mlp":
                 raise ValueError(f"an STDP front end feeds the MLP encoder, got arch={self.arch!r}")
-            spikes, aux["stdp"] = stdp_frontend.load(self.frontend)(images, self.num_steps)
+            front = stdp_frontend.load(self.frontend)
+            if features is None:
+                spikes, aux["stdp"] = front(images, self.num_steps)
+            else:
+                if features.shape[0] != images.shape[0]:
+                    raise ValueError(f"cached front-end features {tuple(features.shape)} do not match the batch of {images.shape[0]} images")
+                spikes = front.from_first_bins(features, self.num_steps)
         else:
             spikes = self._code_input(images, key)
         for i, layer in enumerate(self.enc_layers):
@@ -404,8 +417,9 @@ class SpikingVAE(nn.Module):
         _, p, aux = self.prior_net(key, None, self.num_steps, z.shape[1], teacher=z)
         return p, {"prior": aux}
 
-    def __call__(self, images: Array, key: Array, *, train: bool = True, temperature: float = 1.0):
-        """Encodes, samples the latent spikes, decodes.
+    def __call__(self, images: Array, key: Array, *, train: bool = True, temperature: float = 1.0,
+                 features: Array | None = None):
+        """Encodes, samples the latent spikes, decodes (``features``: see :meth:`encode`).
 
         Returns:
           ``(logits [B, D], aux)``; ``aux`` holds ``q`` and ``p`` (posterior
@@ -413,7 +427,7 @@ class SpikingVAE(nn.Module):
           per-layer counts under ``"layers"``.
         """
         k_in, k_z, k_p = jax.random.split(key, 3)
-        h, enc_aux = self.encode(images, k_in)
+        h, enc_aux = self.encode(images, k_in, features)
         z, q, post_aux = self.posterior_sample(h, k_z, train=train, temperature=temperature)
         p, prior_aux = self.prior_probs(z, k_p)
         logits, dec_aux = self.decode(z)
@@ -476,6 +490,7 @@ def elbo_loss(
     free_bits: float = 0.0,
     spike_weight: float = 0.0,
     train: bool = True,
+    features: Array | None = None,
 ):
     """Training loss (batch mean) and its terms, among them the true ELBO.
 
@@ -494,8 +509,10 @@ def elbo_loss(
     regulariser, as in Zenke & Vogels 2021, "The remarkable robustness of
     surrogate gradient learning"). ``terms["elbo"] = -(NLL + KL)`` is always
     the unmodified bound; ``terms`` also carries the model ``aux``.
+    ``features``: cached STDP front-end output of ``images`` (see
+    :meth:`SpikingVAE.encode`).
     """
-    logits, aux = model.apply({"params": params}, images, key, train=train, temperature=temperature)
+    logits, aux = model.apply({"params": params}, images, key, train=train, temperature=temperature, features=features)
     recon = _likelihood_nll(logits, images, likelihood, sigma)
     kl_component = 0.0
     if model.prior == "uniform_rate":

@@ -349,7 +349,10 @@ def make_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ..
         if not (schedule[0] > 0 and schedule[1] > 0 and schedule[2] >= 1):
             raise ConfigError(f"config.loss.temperature_start/end/steps={schedule}: temperatures must be > 0, steps >= 1")
     warmup = int(loss_kwargs.pop("kl_warmup_steps", 0))
-    return steps_lib.make_vae_objective(model, temperature_schedule=schedule, kl_warmup_steps=warmup, **loss_kwargs)
+    cache = config.get("frontend_cache", True)
+    _require(isinstance(cache, bool), "frontend_cache", cache, "must be True or False")
+    return steps_lib.make_vae_objective(model, temperature_schedule=schedule, kl_warmup_steps=warmup,
+                                        cache_frontend=cache, **loss_kwargs)
 
 
 def _make_analog_vae_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:
@@ -697,13 +700,20 @@ class _Runner:
         scores = objective.test_scores
         self.test_scores = None if scores is None else jax.jit(
             jax.vmap(scores, in_axes=(0, None, None)) if sweep else scores)
+        # Elapsed time counts from here, so it includes precomputing (e.g. cached front-end features).
         self.t0 = time.perf_counter()
+        self.extras, self.precompute_s = {}, None
+        if objective.precompute is not None:
+            self.extras = objective.precompute(train_ds.images)
+            self.precompute_s = time.perf_counter() - self.t0
+            log.info("precomputed %s for %d training images in %.1f s", ", ".join(self.extras),
+                     len(train_ds.images), self.precompute_s)
         self.start = start
 
     # -- data ---------------------------------------------------------------
     def host_batch(self, step: int) -> dict:
         bs = int(self.config.batch_size)
-        batches = [data_lib.get_batch(self.train_ds, bs, s, step) for s in self.order_seeds]
+        batches = [data_lib.get_batch(self.train_ds, bs, s, step, self.extras) for s in self.order_seeds]
         if self.sweep:
             return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
         return batches[0]
@@ -741,6 +751,8 @@ class _Runner:
             return
         elapsed = time.perf_counter() - self.t0
         timing = {"time/elapsed_s": elapsed, "time/steps_per_s": (step - self.start) / max(elapsed, 1e-9)}
+        if self.precompute_s is not None:
+            timing["time/precompute_s"] = self.precompute_s
         for i in range(len(self.run_dirs)):
             row = {"step": step, **{k: float(np.atleast_1d(v)[i] if self.sweep else v) for k, v in values.items()}}
             row.update(timing)

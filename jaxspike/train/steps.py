@@ -31,9 +31,11 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxspike import gan_objective
+from jaxspike.models import stdp_frontend
 from jaxspike.models import vae as vae_lib
 from jaxspike.train.state import TrainState, create_train_state
 
@@ -79,6 +81,11 @@ class Objective(NamedTuple):
         scores on held-out images (the VAE: ELBO, its terms and the
         reconstruction MSE), averaged over the test split by the loop; or
         ``None``.
+      precompute: ``images (numpy [N, H, W, C]) -> {name: numpy [N, ...]}``,
+        per-example inputs that depend on the image alone (a frozen,
+        deterministic front end). The loop computes them once for the
+        training set and adds each example's rows to its batches under
+        ``name``; or ``None``.
     """
 
     init: Callable[[Array, Batch], Any] | None
@@ -92,6 +99,7 @@ class Objective(NamedTuple):
     sample_params: Callable[[Any], Any] | None = None
     check_first: tuple[str, ...] = ("loss",)
     test_scores: Callable[[Any, Array, Array], dict] | None = None
+    precompute: Callable[[Any], dict] | None = None
 
 
 class Program(NamedTuple):
@@ -208,6 +216,7 @@ def make_vae_objective(
     temperature_schedule: tuple[float, float, int] | None = None,
     kl_warmup_steps: int = 0,
     analog_macs: float | None = None,
+    cache_frontend: bool = False,
     **loss_kwargs,
 ) -> Objective:
     """The negative-ELBO objective of a VAE (spiking: :func:`jaxspike.models.vae.elbo_loss`).
@@ -221,6 +230,11 @@ def make_vae_objective(
       analog_macs: per-sample multiply-accumulates of an analog twin's
         decoder (:func:`jaxspike.energy.analog_macs` with ``method="decode"``),
         reported by ``forward_aux``; required for an :class:`AnalogVAE`.
+      cache_frontend: a model with a frozen STDP front end (``model.frontend``)
+        gets its features from the batch (``batch["frontend"]``, computed once
+        per training image by ``precompute``) instead of running the front end
+        every step. The spikes are the same; the front end needs no gradient
+        here (its weights are constants and nothing upstream of it learns).
       **loss_kwargs: passed to the loss (``likelihood``, ``kl_weight``, ...).
     """
     loss_fn = loss_fn or vae_lib.elbo_loss
@@ -244,7 +258,8 @@ def make_vae_objective(
         return model.init(k_params, batch["image"], k_fwd)["params"]
 
     def loss(params, batch: Batch, key: Array):
-        value, terms = loss_fn(model, params, batch["image"], key, **scheduled(batch.get("step")))
+        extra = {"features": batch["frontend"]} if "frontend" in batch else {}
+        value, terms = loss_fn(model, params, batch["image"], key, **scheduled(batch.get("step")), **extra)
         aux = terms["aux"]
         # Non-spiking readouts have firing rate 0 by construction: log only
         # the layers that spike.
@@ -283,8 +298,27 @@ def make_vae_objective(
         mse = jnp.mean((recon - images) ** 2)
         return {"elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"], "mse": mse}
 
+    precompute = None
+    if cache_frontend and getattr(model, "frontend", ""):
+        def precompute(images):
+            front = stdp_frontend.load(model.frontend)
+            return {"frontend": _in_chunks(lambda x: front.first_bins(x, model.num_steps), images)}
+
     return Objective(init, loss, generate, reconstruct, forward_aux, name="analog_vae" if analog else "vae",
-                     test_scores=test_scores)
+                     test_scores=test_scores, precompute=precompute)
+
+
+def _in_chunks(fn, images, chunk: int = 256):
+    """``fn`` (jitted once) over ``images`` in fixed-size chunks (the last padded), as one numpy array."""
+    jfn = jax.jit(fn)
+    out = []
+    for i in range(0, len(images), chunk):
+        x = np.asarray(images[i : i + chunk])
+        n = len(x)
+        if n < chunk:
+            x = np.concatenate([x, np.zeros((chunk - n,) + x.shape[1:], x.dtype)])
+        out.append(np.asarray(jfn(x))[:n])
+    return np.concatenate(out)
 
 
 def make_gan_objective(
