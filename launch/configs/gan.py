@@ -17,8 +17,10 @@ Variants (``--config=launch/configs/gan.py:<variant>``):
   front end (S1+S2 of ``launch.stdp``, ``jaxspike.models.stdp_frontend``;
   run folder ``$JAXSPIKE_CACHE/stdp_frontend``, made once by ``python -m
   launch.stdp --workdir=$HOME/.cache/jaxspike/stdp_frontend --stdp_only``);
-  the generator learns through its surrogate backward pass. Results:
-  ``results/stdp.md``, part 2;
+  the generator learns through its surrogate backward pass. It does not
+  train yet: the frozen features let D win within tens of updates and the
+  generator's gradient fades (0.19 -> 0.012 over 60 updates), at ~40x the
+  default's cost per update on CPU. Results: ``results/stdp.md``, part 2;
 * ``mnist``, ``fashion_mnist``, ``cifar10``, ``celeb_a`` - TFDS data (the
   image shape comes from the data; conv generator/discriminator, longer
   runs; these need the TFDS data and a GPU to be practical).
