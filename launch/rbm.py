@@ -93,13 +93,6 @@ def _grid_png(images, path, title, rows=10, cols=10):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from jaxspike import data
-    from jaxspike.models import rbm
-
     workdir = _WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
     smoke = _SMOKE.value
@@ -112,15 +105,17 @@ def main(argv):
         raise app.UsageError(f"--anneal_steps={_ANNEAL.value} must lie in [0, sample_steps - average = {sample_steps - average}]")
     seed = _SEED.value
     if _SAMPLE_ONLY.value:
-        params, cfg, metrics, seed = _load_run(workdir, rbm)  # the trained run's seed keys the samples
+        params, cfg, metrics, seed = _load_run(workdir)  # the trained run's seed keys the samples
     else:
-        params, cfg, metrics = _train(workdir, smoke, num_samples, sample_steps, average, rbm)
-    _sample_and_score(workdir, params, cfg, metrics, seed, num_samples, sample_steps, average, rbm)
+        params, cfg, metrics = _train(workdir, smoke, num_samples, sample_steps, average)
+    _sample_and_score(workdir, params, cfg, metrics, seed, num_samples, sample_steps, average)
 
 
-def _load_run(workdir, rbm):
+def _load_run(workdir):
     import jax.numpy as jnp
     import numpy as np
+
+    from jaxspike.models import rbm
 
     paths = [os.path.join(workdir, f) for f in ("config.json", "params.npz", "metrics.json")]
     for path in paths:
@@ -136,12 +131,13 @@ def _load_run(workdir, rbm):
         return params, cfg, json.load(f), int(run["seed"])
 
 
-def _train(workdir, smoke, num_samples, sample_steps, average, rbm):
+def _train(workdir, smoke, num_samples, sample_steps, average):
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from jaxspike import data
+    from jaxspike.models import rbm
 
     cfg = rbm.RBMConfig(num_hidden=32 if smoke else _HIDDEN.value, phase_steps=_PHASE_STEPS.value,
                         burn_in=_BURN_IN.value, trace_decay=_TRACE_DECAY.value, label_copies=_LABEL_COPIES.value)
@@ -200,10 +196,12 @@ def _train(workdir, smoke, num_samples, sample_steps, average, rbm):
     return params, cfg, {"train_s": train_s, "final": rec}
 
 
-def _sample_and_score(workdir, params, cfg, metrics, seed, num_samples, sample_steps, average, rbm):
+def _sample_and_score(workdir, params, cfg, metrics, seed, num_samples, sample_steps, average):
     import jax
     import jax.numpy as jnp
     import numpy as np
+
+    from jaxspike.models import rbm
 
     labels = jnp.repeat(jnp.arange(10), num_samples // 10)
     # The trained model (gain 1) and the label drive scaled by --label_gain (class guidance),

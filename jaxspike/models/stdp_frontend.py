@@ -294,6 +294,12 @@ def default_dir() -> str:
 
 def parse_spec(spec: str) -> tuple[str, FrontEndConfig]:
     """``"PATH?layers=1&output=cumulative"`` -> ``(PATH, FrontEndConfig)``."""
+    path, fields = _spec_fields(spec)
+    return path, FrontEndConfig(**fields)
+
+
+def _spec_fields(spec: str) -> tuple[str, dict]:
+    """``(PATH, {option: typed value})`` for the options the spec names."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"STDP front-end spec must be a non-empty 'PATH[?key=value&...]' string, got {spec!r}")
     path, _, query = spec.partition("?")
@@ -307,7 +313,7 @@ def parse_spec(spec: str) -> tuple[str, FrontEndConfig]:
             fields[key] = type(default)(value)
         except ValueError:
             raise ValueError(f"STDP front-end spec {spec!r}: {key}={value!r} is not a {type(default).__name__}") from None
-    return path, FrontEndConfig(**fields)
+    return path, fields
 
 
 @functools.lru_cache(maxsize=8)
@@ -320,8 +326,7 @@ def load(spec: str) -> STDPFrontEnd:
     spec names them (``?dog_threshold=20&thr1=12``). Cached per
     spec (models call it while tracing).
     """
-    path, cfg = parse_spec(spec)
-    given = {item.partition("=")[0] for item in spec.partition("?")[2].split("&") if item}
+    path, fields = _spec_fields(spec)
     npz = path if path.endswith(".npz") else os.path.join(path, "params.npz")
     if not os.path.exists(npz):
         raise FileNotFoundError(
@@ -329,12 +334,12 @@ def load(spec: str) -> STDPFrontEnd:
             f"`python -m launch.stdp --workdir={os.path.dirname(npz) or '.'} --stdp_only` (S1 + S2, a few minutes)"
         )
     run_cfg = os.path.join(os.path.dirname(npz), "config.json")
+    from_run = {}
     if os.path.exists(run_cfg):
         with open(run_cfg) as f:
             net = json.load(f).get("net", {})
-        # The run's values, unless the spec sets them itself (e.g. "?dog_threshold=20").
-        overrides = {k: type(getattr(cfg, k))(net[k]) for k in ("thr1", "thr2", "dog_threshold", "norm_radius")
-                     if k in net and k not in given}
-        cfg = cfg._replace(**overrides)
+        defaults = FrontEndConfig()
+        from_run = {k: type(getattr(defaults, k))(net[k]) for k in ("thr1", "thr2", "dog_threshold", "norm_radius") if k in net}
+    cfg = FrontEndConfig(**{**from_run, **fields})  # the spec's own options win (e.g. "?dog_threshold=20")
     with np.load(npz) as params:
         return STDPFrontEnd(params["w1"], params["w2"] if "w2" in params else None, cfg)

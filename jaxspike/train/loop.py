@@ -257,6 +257,8 @@ def _validate_vae(config: ml_collections.ConfigDict) -> None:
     _require(0.0 <= m.beta <= 1.0, "model.beta", m.beta, "LIF decay must lie in [0, 1]")
     _require(m.threshold > 0, "model.threshold", m.threshold, "threshold must be > 0")
     _require(0.0 < m.prior_p < 1.0, "model.prior_p", m.prior_p, "prior firing probability must lie in (0, 1)")
+    cache = config.get("frontend_cache", True)
+    _require(isinstance(cache, bool), "frontend_cache", cache, "must be True or False")
     _validate_optimizer(config.optimizer, ("learning_rate",))
 
 
@@ -349,10 +351,8 @@ def make_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ..
         if not (schedule[0] > 0 and schedule[1] > 0 and schedule[2] >= 1):
             raise ConfigError(f"config.loss.temperature_start/end/steps={schedule}: temperatures must be > 0, steps >= 1")
     warmup = int(loss_kwargs.pop("kl_warmup_steps", 0))
-    cache = config.get("frontend_cache", True)
-    _require(isinstance(cache, bool), "frontend_cache", cache, "must be True or False")
     return steps_lib.make_vae_objective(model, temperature_schedule=schedule, kl_warmup_steps=warmup,
-                                        cache_frontend=cache, **loss_kwargs)
+                                        cache_frontend=config.get("frontend_cache", True), **loss_kwargs)
 
 
 def _make_analog_vae_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:
