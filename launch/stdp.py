@@ -4,13 +4,16 @@
     python -m launch.stdp --workdir=/tmp/stdp_smoke --smoke
     python -m launch.stdp --workdir=/tmp/stdp_fe --stdp_only   # S1 + S2 only: a front end
     python -m launch.stdp --workdir=/tmp/stdp_sh8 --shifts=8 --epochs3=10   # R-STDP on 9 x 4,000 digits
+    python -m launch.stdp --workdir=/tmp/stdp_best --rstdp_scale=4 --shifts=8 --epochs3=60 --rstdp_decay=linear
 
 Stages (each timed): S1 by STDP (``--epochs1`` passes over the 4,000
 training digits), S2 by STDP (``--epochs2``), features of train and test
 through the frozen S1-S2, the decision layer by R-STDP (``--epochs3``
 passes over its training set: the digits plus ``--shifts`` one-pixel
-shifted copies of them, with ``--dropout`` of the decision maps), then a
-logistic-regression probe on the same unsupervised S2 features.
+shifted copies of them and ``--distortions`` randomly distorted ones, with
+``--dropout`` of the decision maps and, with ``--rstdp_decay=linear``, rates
+falling linearly towards zero over the epochs), then a logistic-regression probe on
+the same unsupervised S2 features.
 
 Writes into ``--workdir``: ``config.json``, ``metrics.json`` (accuracies,
 probe, energy per image, stage times), ``history.jsonl`` and ``rstdp_accuracy.png`` (R-STDP
@@ -43,6 +46,10 @@ _DROPOUT = flags.DEFINE_float("dropout", 0.0, "R-STDP: probability that a decisi
                                "(Mozafari et al. 2018's guard against overfitting).")
 _SHIFTS = flags.DEFINE_integer("shifts", 0, "R-STDP training set: the training digits plus this many one-pixel shifted "
                                "copies (0-8: down, up, right, left, then the four diagonals).")
+_DISTORTIONS = flags.DEFINE_integer("distortions", 0, "R-STDP training set: add this many randomly distorted copies "
+                                    "(affine + elastic, jaxspike.augment) of the training digits.")
+_RSTDP_DECAY = flags.DEFINE_enum("rstdp_decay", "none", ["none", "linear"], "R-STDP rates per epoch: constant, or "
+                                 "multiplied by 1 - epoch / epochs3 (settles the decision layer by the last epoch).")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 0, "Use only this many training digits (0 = all 4,000).")
 _STDP_ONLY = flags.DEFINE_bool("stdp_only", False, "Stop after the S1/S2 STDP stages (params.npz, filters1.png, "
                                 "metrics.json with their times): the frozen front end of jaxspike.models.stdp_frontend.")
@@ -115,13 +122,15 @@ def main(argv):
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
     if not 0 <= _SHIFTS.value <= len(_SHIFT_ORDER):
         raise app.UsageError(f"--shifts must be in 0..{len(_SHIFT_ORDER)}, got {_SHIFTS.value}")
+    if _DISTORTIONS.value < 0:
+        raise app.UsageError(f"--distortions must be >= 0, got {_DISTORTIONS.value}")
     if not 0.0 <= _DROPOUT.value < 1.0:
         raise app.UsageError(f"--dropout must be in [0, 1), got {_DROPOUT.value}")
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxspike import data
+    from jaxspike import augment, data
     from jaxspike.models import spyketorch_net as net
 
     workdir = _WORKDIR.value
@@ -137,6 +146,7 @@ def main(argv):
     config = {"net": cfg._asdict(), "epochs": epochs, "num_train": num_train, "batch": batch,
               "decide_every": decide_every, "rstdp_chunk": rstdp_batch, "seed": seed, "dataset": "mnist5k",
               "dropout": _DROPOUT.value, "shifts": _SHIFTS.value,
+              "distortions": _DISTORTIONS.value, "rstdp_decay": _RSTDP_DECAY.value,
               "rstdp_rates": tuple(_RSTDP_SCALE.value * r for r in (0.004, -0.003, -0.004, 0.0005)), "command": " ".join(sys.argv)}
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
@@ -189,9 +199,14 @@ def main(argv):
     t0 = time.time()
     f_train, e_train, _ = all_features(x_train)
     f_test, e_test, aux_test = all_features(test.images)
-    # The R-STDP set: the training digits, then their one-pixel shifted copies (more distinct
-    # digits for the decision layer; S1, S2 and the probe see the originals only).
+    # The R-STDP set: the training digits, then their one-pixel shifted copies, then randomly
+    # distorted ones (more distinct digits for the decision layer; S1, S2 and the probe see the
+    # originals only).
     f_rstdp = [f_train] + [all_features(data.shift_images(x_train, dy, dx))[0] for dy, dx in _SHIFT_ORDER[: _SHIFTS.value]]
+    distort = jax.jit(augment.distort_images)
+    distort_key = jax.random.fold_in(jax.random.key(seed), 5000)
+    for k in range(_DISTORTIONS.value):
+        f_rstdp.append(all_features(np.asarray(distort(jax.random.fold_in(distort_key, k), x_train)))[0])
     f_rstdp, y_rstdp = np.concatenate(f_rstdp), np.tile(y_train, len(f_rstdp))
     times["features_s"] = time.time() - t0
     print(f"features: {times['features_s']:.0f}s, S2 pooled firing {f_train.mean():.3f}, "
@@ -210,7 +225,8 @@ def main(argv):
     n3 = (n_rstdp // rstdp_batch) * rstdp_batch
     for epoch in range(epochs[2]):
         order = jnp.asarray(np.random.default_rng([seed, 3, epoch]).permutation(n_rstdp)[:n3])
-        w3, scales, hits = epoch_fn(w3, scales, f_rstdp_j, y_rstdp_j, order, rates, True,
+        decay = 1.0 - epoch / epochs[2] if _RSTDP_DECAY.value == "linear" else 1.0
+        w3, scales, hits = epoch_fn(w3, scales, f_rstdp_j, y_rstdp_j, order, rates * decay, True,
                                     jax.random.fold_in(jax.random.key(seed), 3000 + epoch))
         test_acc = float(np.mean(np.asarray(decide(w3, f_test_j)) == test.labels))
         rec = {"epoch": epoch, "train_acc_online": float(hits) / n3, "test_acc": test_acc,

@@ -1,7 +1,8 @@
-"""launch.train / launch.sample end to end, in subprocesses, as a user runs them."""
+"""launch.train, launch.sample and launch.stdp end to end, in subprocesses, as a user runs them."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -101,3 +102,20 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
     assert "interrupted by signal" in err
     steps = [int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
     assert len(steps) == 1 and 3 <= steps[0] < 100000
+
+
+def test_stdp_smoke_with_enlarged_rstdp_set(tmp_path):
+    proc = run("launch.stdp", f"--workdir={tmp_path}", "--smoke", "--shifts=1", "--distortions=2",
+               "--rstdp_decay=linear")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # 200 smoke digits + 1 shifted copy + 2 distorted copies of them.
+    assert "R-STDP set 800 digits" in proc.stdout, proc.stdout[-2000:]
+    with open(tmp_path / "config.json") as f:
+        config = json.load(f)
+    assert config["distortions"] == 2 and config["rstdp_decay"] == "linear" and config["shifts"] == 1
+    with open(tmp_path / "metrics.json") as f:
+        metrics = json.load(f)
+    assert 0.0 <= metrics["test_acc"] <= 1.0 and metrics["test_energy_nj_per_image"] > 0
+    assert {"filters1.png", "rstdp_accuracy.png", "params.npz", "history.jsonl"} <= set(os.listdir(tmp_path))
+    bad = run("launch.stdp", f"--workdir={tmp_path}", "--smoke", "--distortions=-1")
+    assert bad.returncode != 0 and "--distortions must be >= 0" in bad.stderr and "Traceback" not in bad.stderr

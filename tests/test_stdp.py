@@ -194,6 +194,24 @@ def test_same_key_same_filters_and_training_changes_them(key):
         net.make_rstdp_epoch(TINY, dropout=1.0)
 
 
+def test_decide_matches_the_potential_formula(key):
+    """The winner is the argmax of v[h, w, j] = sum w3[dy, dx, c, j] fired[h + dy - 2, w + dx - 2, c]."""
+    cfg = net.NetConfig(c2=6, per_class=2)
+    k1, k2 = jax.random.split(key)
+    w3 = np.asarray(jax.random.uniform(k1, (5, 5, 6, 20), minval=0.2, maxval=0.8))
+    fired = np.asarray(jax.random.bernoulli(k2, 0.4, (7, 4, 4, 6))).astype(np.float32)
+    cls, j, pairings = net.decide(jnp.asarray(w3), jnp.asarray(fired), cfg)
+    padded = np.pad(fired, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    for b in range(7):
+        v = np.zeros((4, 4, 20))
+        for h in range(4):
+            for w in range(4):
+                v[h, w] = np.tensordot(padded[b, h : h + 5, w : w + 5], w3, axes=3)
+        h, w, jj = np.unravel_index(np.argmax(v), v.shape)
+        assert int(j[b]) == jj and int(cls[b]) == jj // 2
+        np.testing.assert_array_equal(np.asarray(pairings[b]), padded[b, h : h + 5, w : w + 5] > 0)
+
+
 def test_bad_inputs_raise():
     w = jnp.full((3, 3, 2, 4), 0.5)
     with pytest.raises(ValueError, match="time-major"):

@@ -158,7 +158,8 @@ def features(params: Params, images: Array, cfg: NetConfig) -> tuple[Array, Arra
 def decide(w3: Array, fired: Array, cfg: NetConfig, active: Array | None = None) -> tuple[Array, Array, Array]:
     """Decision by the largest final potential, and the winner's causal pairs.
 
-    ``v[h, w, j] = sum_{dy, dx, c} w3[dy, dx, c, j] fired[h + dy - 2, w + dx - 2, c]``;
+    ``v[h, w, j] = sum_{dy, dx, c} w3[dy, dx, c, j] fired[h + dy - 2, w + dx - 2, c]``
+    (zero outside, for the 5x5 kernel);
     with no threshold every decision neuron "fires" at the last step, so an
     input pairs causally (LTP) iff it fired at all.
 
@@ -174,9 +175,19 @@ def decide(w3: Array, fired: Array, cfg: NetConfig, active: Array | None = None)
     """
     if fired.ndim != 4 or fired.shape[-1] != w3.shape[2]:
         raise ValueError(f"fired must be [B, H, W, {w3.shape[2]}], got shape {tuple(fired.shape)}")
-    padded = jnp.pad(fired, ((0, 0), (2, 2), (2, 2), (0, 0)))
-    pot = jax.lax.conv_general_dilated(padded, w3, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    batch, height, width, maps = pot.shape
+    kernel = w3.shape[0]
+    pad = kernel // 2
+    padded = jnp.pad(fired, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    height, width = padded.shape[1] - kernel + 1, padded.shape[2] - kernel + 1
+    # The 5x5 "same" convolution as one matmul over stacked shifted copies [B, H, W, 5, 5, C2].
+    # Inside the R-STDP scan, where w3 is loop-carried, XLA's CPU backend rewrote
+    # lax.conv_general_dilated into a slower operand-swapped convolution: this form made
+    # an R-STDP epoch 6x faster on CPU (bench/rstdp_epoch.py); potentials equal up to float rounding.
+    shifted = jnp.stack(
+        [jnp.stack([padded[:, dy : dy + height, dx : dx + width] for dx in range(kernel)], 3) for dy in range(kernel)], 3
+    )
+    pot = jnp.einsum("bhwyxc,yxcm->bhwm", shifted, w3)
+    batch, maps = pot.shape[0], pot.shape[-1]
     if active is not None:
         if active.shape != (batch, maps):
             raise ValueError(f"active must be [B, maps] = {(batch, maps)}, got shape {tuple(active.shape)}")
@@ -184,7 +195,6 @@ def decide(w3: Array, fired: Array, cfg: NetConfig, active: Array | None = None)
     flat = jnp.argmax(pot.reshape(batch, -1), axis=-1)
     h, rem = jnp.divmod(flat, width * maps)
     w, j = jnp.divmod(rem, maps)
-    kernel = w3.shape[0]
     patch = jax.vmap(lambda x, hh, ww: jax.lax.dynamic_slice(x, (hh, ww, 0), (kernel, kernel, x.shape[-1])))
     pairings = patch(padded, h, w) > 0
     j = j.astype(jnp.int32)
