@@ -4,7 +4,7 @@
     python -m launch.stdp --workdir=/tmp/stdp_smoke --smoke
     python -m launch.stdp --workdir=/tmp/stdp_fe --stdp_only   # S1 + S2 only: a front end
     python -m launch.stdp --workdir=/tmp/stdp_sh8 --shifts=8 --epochs3=10   # R-STDP on 9 x 4,000 digits
-    python -m launch.stdp --workdir=/tmp/stdp_best --rstdp_scale=4 --shifts=8 --epochs3=60 --rstdp_decay=linear
+    python -m launch.stdp --workdir=/tmp/stdp_best --rstdp_scale=4 --shifts=8 --epochs3=60 --rstdp_decay=linear --dropout=0.25
 
 Stages (each timed): S1 by STDP (``--epochs1`` passes over the 4,000
 training digits), S2 by STDP (``--epochs2``), features of train and test
