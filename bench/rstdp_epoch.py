@@ -9,9 +9,9 @@ the firing rate of the trained network on mnist5k), in two builds:
 
 * ``matmul``: the library's ``decide``, potentials as one
   ``[10 * 16, 25 * C2] x [25 * C2, maps]`` product over stacked shifted inputs;
-* ``conv``: the same epoch with ``decide``'s potentials from
-  ``lax.conv_general_dilated`` (the previous implementation), swapped in while
-  the epoch is traced.
+* ``conv``: the same epoch with ``net._decision_potentials`` swapped for
+  ``lax.conv_general_dilated`` (the previous implementation) while the epoch
+  is traced.
 
 They are timed in alternating rounds, so the machine's drift lands in the
 ratio (``x_matmul`` = median over rounds of conv time / matmul time). The
@@ -41,17 +41,9 @@ _EXAMPLES = flags.DEFINE_integer("examples", 4000, "Examples per epoch (a multip
 _C2 = flags.DEFINE_integer("c2", 100, "S2 feature maps.")
 
 
-def _conv_decide(w3, fired, cfg, active=None):
-    """``net.decide`` with its potentials from lax.conv_general_dilated (the old form)."""
-    padded = jnp.pad(fired, ((0, 0), (2, 2), (2, 2), (0, 0)))
-    pot = jax.lax.conv_general_dilated(padded, w3, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    batch, _, width, maps = pot.shape
-    flat = jnp.argmax(pot.reshape(batch, -1), axis=-1)
-    h, rem = jnp.divmod(flat, width * maps)
-    w, j = jnp.divmod(rem, maps)
-    patch = jax.vmap(lambda x, hh, ww: jax.lax.dynamic_slice(x, (hh, ww, 0), (5, 5, x.shape[-1])))
-    j = j.astype(jnp.int32)
-    return j // cfg.per_class, j, patch(padded, h, w) > 0
+def _conv_potentials(padded, w3):
+    """``net._decision_potentials`` by lax.conv_general_dilated (the previous form)."""
+    return jax.lax.conv_general_dilated(padded, w3, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def main(argv):
@@ -70,14 +62,14 @@ def main(argv):
     epoch = net.make_rstdp_epoch(cfg, batch=1000, decide_every=10)
 
     builds = {"matmul": jax.jit(epoch).lower(*args).compile()}
-    library_decide = net.decide
-    net.decide = _conv_decide  # read by the epoch while it is traced
+    library_potentials = net._decision_potentials
+    net._decision_potentials = _conv_potentials  # read by decide while the epoch is traced
     try:
         # A new closure, so jit traces it afresh rather than reusing the first trace.
         conv_epoch = net.make_rstdp_epoch(cfg, batch=1000, decide_every=10)
         builds["conv"] = jax.jit(conv_epoch).lower(*args).compile()
     finally:
-        net.decide = library_decide
+        net._decision_potentials = library_potentials
 
     maps = cfg.num_classes * cfg.per_class
     groups = n // 10

@@ -155,6 +155,23 @@ def features(params: Params, images: Array, cfg: NetConfig) -> tuple[Array, Arra
     return fired, earliness, aux
 
 
+def _decision_potentials(padded: Array, w3: Array) -> Array:
+    """``[B, H + k - 1, W + k - 1, C2]`` zero-padded inputs -> ``[B, H, W, maps]`` potentials.
+
+    The k x k "valid" convolution as one matmul over stacked shifted copies
+    ``[B, H, W, k, k, C2]``. Inside the R-STDP scan, where ``w3`` is
+    loop-carried, XLA's CPU backend rewrote ``lax.conv_general_dilated`` into a
+    slower operand-swapped convolution: this form made an R-STDP epoch 5-6x
+    faster on CPU (``bench/rstdp_epoch.py``); potentials equal up to float rounding.
+    """
+    kernel = w3.shape[0]
+    height, width = padded.shape[1] - kernel + 1, padded.shape[2] - kernel + 1
+    shifted = jnp.stack(
+        [jnp.stack([padded[:, dy : dy + height, dx : dx + width] for dx in range(kernel)], 3) for dy in range(kernel)], 3
+    )
+    return jnp.einsum("bhwyxc,yxcm->bhwm", shifted, w3)
+
+
 def decide(w3: Array, fired: Array, cfg: NetConfig, active: Array | None = None) -> tuple[Array, Array, Array]:
     """Decision by the largest final potential, and the winner's causal pairs.
 
@@ -178,16 +195,8 @@ def decide(w3: Array, fired: Array, cfg: NetConfig, active: Array | None = None)
     kernel = w3.shape[0]
     pad = kernel // 2
     padded = jnp.pad(fired, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    height, width = padded.shape[1] - kernel + 1, padded.shape[2] - kernel + 1
-    # The 5x5 "same" convolution as one matmul over stacked shifted copies [B, H, W, 5, 5, C2].
-    # Inside the R-STDP scan, where w3 is loop-carried, XLA's CPU backend rewrote
-    # lax.conv_general_dilated into a slower operand-swapped convolution: this form made
-    # an R-STDP epoch 6x faster on CPU (bench/rstdp_epoch.py); potentials equal up to float rounding.
-    shifted = jnp.stack(
-        [jnp.stack([padded[:, dy : dy + height, dx : dx + width] for dx in range(kernel)], 3) for dy in range(kernel)], 3
-    )
-    pot = jnp.einsum("bhwyxc,yxcm->bhwm", shifted, w3)
-    batch, maps = pot.shape[0], pot.shape[-1]
+    pot = _decision_potentials(padded, w3)
+    batch, _, width, maps = pot.shape
     if active is not None:
         if active.shape != (batch, maps):
             raise ValueError(f"active must be [B, maps] = {(batch, maps)}, got shape {tuple(active.shape)}")
