@@ -28,6 +28,14 @@ guidance knob). With ``--anneal_steps=n`` that second sampler starts at
 ``--label_gain`` and lowers the gain linearly to 1 over the first ``n``
 steps, so the read-out steps run under the trained model itself.
 
+Training is checkpointed (orbax, ``checkpoints/<epoch>``: weights,
+persistent chains, elapsed time) after every epoch; rerunning the same
+command in the same ``--workdir`` resumes from the newest readable
+checkpoint and ends with the same weights as an uninterrupted run (changed
+training flags are refused; the sampling flags may change). SIGINT/SIGTERM
+stop cleanly at the next update (exit code 128 + signal); ``--stop_after=N``
+stops after N epochs.
+
 ``--sample_only`` skips training and samples the ``params.npz`` an earlier
 run left in ``--workdir`` (its ``config.json`` gives the network and the
 seed), adding the new rows (and the command) to its ``metrics.json``::
@@ -66,7 +74,9 @@ _LABEL_GAIN = flags.DEFINE_float("label_gain", 1.0, "Scale of the clamped label'
 _ANNEAL = flags.DEFINE_integer("anneal_steps", 0, "The --label_gain sampler lowers the gain linearly to 1 over this "
                                "many steps, then runs the trained model (0 = constant gain).")
 _SAMPLE_ONLY = flags.DEFINE_bool("sample_only", False, "No training: sample and score the params.npz in --workdir.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny run (32 hidden, 200 digits, 1 epoch, 20 samples) to test the code path.")
+_STOP_AFTER = flags.DEFINE_integer("stop_after", 0, "Stop once this many epochs are finished (each is checkpointed), "
+                                   "as an interrupted job would; rerun without it to continue. 0 = run to the end.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny run (32 hidden, 200 digits, 2 epochs, 20 samples) to test the code path.")
 
 flags.mark_flags_as_required(["workdir"])
 
@@ -103,11 +113,21 @@ def main(argv):
         raise app.UsageError(f"--num_samples={num_samples} must be a multiple of 10")
     if not 0 <= _ANNEAL.value <= sample_steps - average:
         raise app.UsageError(f"--anneal_steps={_ANNEAL.value} must lie in [0, sample_steps - average = {sample_steps - average}]")
+    if _STOP_AFTER.value < 0:
+        raise app.UsageError(f"--stop_after must be >= 0, got {_STOP_AFTER.value}")
     seed = _SEED.value
     if _SAMPLE_ONLY.value:
         params, cfg, metrics, seed = _load_run(workdir)  # the trained run's seed keys the samples
     else:
-        params, cfg, metrics = _train(workdir, smoke, num_samples, sample_steps, average)
+        from jaxspike.train import resume
+
+        resume.quiet_checkpoint_logs()
+        with resume.SignalCatcher() as stop:
+            trained = _train(workdir, smoke, num_samples, sample_steps, average, stop)
+        if isinstance(trained, str):  # stopped early: checkpoint saved, nothing to sample yet
+            print(f"launch.rbm: {trained}", file=sys.stderr, flush=True)
+            sys.exit(128 + stop.signum if stop.signum else 0)
+        params, cfg, metrics = trained
     _sample_and_score(workdir, params, cfg, metrics, seed, num_samples, sample_steps, average)
 
 
@@ -131,27 +151,32 @@ def _load_run(workdir):
         return params, cfg, json.load(f), int(run["seed"])
 
 
-def _train(workdir, smoke, num_samples, sample_steps, average):
+def _train(workdir, smoke, num_samples, sample_steps, average, stop):
+    """Trains (or resumes) the RBM: ``(params, cfg, metrics)``, or a message if stopped early."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from jaxspike import data
     from jaxspike.models import rbm
+    from jaxspike.train import io, resume
 
     cfg = rbm.RBMConfig(num_hidden=32 if smoke else _HIDDEN.value, phase_steps=_PHASE_STEPS.value,
                         burn_in=_BURN_IN.value, trace_decay=_TRACE_DECAY.value, label_copies=_LABEL_COPIES.value)
     if cfg.label_copies < 1:
         raise app.UsageError(f"--label_copies must be >= 1, got {cfg.label_copies}")
-    epochs = 1 if smoke else _EPOCHS.value
+    epochs = 2 if smoke else _EPOCHS.value
     seed, batch = _SEED.value, _BATCH.value
     config = {"rbm": cfg._asdict(), "epochs": epochs, "batch": batch, "lr": _LR.value, "lr_end": _LR_END.value,
               "weight_decay": _WEIGHT_DECAY.value, "num_samples": num_samples, "sample_steps": sample_steps,
               "average": average, "label_gain": _LABEL_GAIN.value, "anneal_steps": _ANNEAL.value, "seed": seed,
               "persistent": _PERSISTENT.value,
               "dataset": "mnist5k", "command": " ".join(sys.argv)}
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(config, f, indent=1)
+    try:  # the sampling flags may change between a run and its resume; the training ones may not
+        ckpts = resume.EpochCheckpoints(workdir, config, ignore=("command", "num_samples", "sample_steps", "average",
+                                                                 "label_gain", "anneal_steps"))
+    except ValueError as err:
+        raise app.UsageError(str(err)) from None
 
     train = data.load("mnist5k", "train")
     test = data.load("mnist5k", "test")
@@ -161,39 +186,62 @@ def _train(workdir, smoke, num_samples, sample_steps, average):
         x_train, y_train = x_train[keep], y_train[keep]
     x_test = jnp.asarray(test.images.reshape(len(test.labels), -1))
     init_key, chain_key, run_key = jax.random.split(jax.random.key(seed), 3)
-    params = rbm.init_params(init_key, cfg, x_train.mean(0))
-    chain = rbm.init_chain(chain_key, batch, cfg) if _PERSISTENT.value else None
+    # The training state, checkpointed after every epoch (step = epochs finished); keys, data
+    # order and the learning rate are pure functions of (seed, epoch, update).
+    state = {"params": rbm.init_params(init_key, cfg, x_train.mean(0))._asdict(), "train_s": jnp.zeros(())}
+    if _PERSISTENT.value:
+        state["chain"] = rbm.init_chain(chain_key, batch, cfg)
+    start, state = ckpts.restore(state)
+    if start:
+        print(f"launch.rbm: resuming {workdir} from its checkpoint after epoch {start} of {epochs}", flush=True)
+    params, chain = rbm.Params(**state["params"]), state.get("chain")
+    train_s = float(state["train_s"])
 
     steps = {}
     lrs = np.linspace(_LR.value, _LR_END.value, max(epochs, 1))
     recon_fn = jax.jit(lambda p, k: rbm.reconstruct(p, k, x_test, None, cfg))
     classify_fn = jax.jit(lambda p, k: rbm.classify(p, k, x_test, cfg))
-    log = open(os.path.join(workdir, "metrics.jsonl"), "w")
-    t0 = time.time()
-    step_count = 0
-    for epoch in range(epochs):
+    log_path = os.path.join(workdir, "metrics.jsonl")
+    if not start and os.path.exists(log_path):
+        os.remove(log_path)  # a fresh run: drop an older run's log
+    log = io.MetricsWriter(log_path, resume_step=start)
+    per_epoch = data.steps_per_epoch(len(y_train), batch)
+    for epoch in range(start, epochs):
+        t0 = time.time()
         lr = float(lrs[epoch])
         if lr not in steps:
             steps[lr] = jax.jit(rbm.make_ecd_step(cfg, lr, _WEIGHT_DECAY.value), donate_argnums=(0,))
         step = steps[lr]
-        for idx in data.batch_indices(len(y_train), batch, seed, epoch):
-            key = jax.random.fold_in(run_key, step_count)
+        for i, idx in enumerate(data.batch_indices(len(y_train), batch, seed, epoch)):
+            if stop.signum is not None:
+                return (f"interrupted by signal {stop.signum} during epoch {epoch}; rerun the same command to "
+                        f"resume from its checkpoint after epoch {epoch}" if epoch else
+                        f"interrupted by signal {stop.signum} during epoch 0 (no checkpoint yet)")
+            key = jax.random.fold_in(run_key, epoch * per_epoch + i)
             params, last, m = step(params, {"image": jnp.asarray(x_train[idx]), "label": jnp.asarray(y_train[idx])},
                                    key, chain)
             chain = last if _PERSISTENT.value else None
-            step_count += 1
         eval_key = jax.random.fold_in(jax.random.key(seed + 1), epoch)
         recon = recon_fn(params, eval_key)
-        rec = {"epoch": epoch, "lr": lr, "test_recon_mse": float(jnp.mean((recon - x_test) ** 2)),
+        rec = {"step": epoch + 1, "epoch": epoch, "lr": lr, "test_recon_mse": float(jnp.mean((recon - x_test) ** 2)),
                "test_label_acc": float(np.mean(np.argmax(np.asarray(classify_fn(params, eval_key)), -1) == test.labels)),
-               **{k: float(v) for k, v in m.items()}, "time_s": time.time() - t0}
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
+               **{k: float(v) for k, v in m.items()}}
+        train_s += time.time() - t0
+        rec["time_s"] = train_s
+        log.write(rec)
         print(f"epoch {epoch}: {rec}", flush=True)
-    log.close()
-    train_s = time.time() - t0
+        state = {"params": params._asdict(), "train_s": jnp.asarray(train_s, jnp.float32)}
+        if _PERSISTENT.value:
+            state["chain"] = chain
+        ckpts.save(epoch + 1, state)
+        if _STOP_AFTER.value and epoch + 1 >= _STOP_AFTER.value and epoch + 1 < epochs:
+            return f"stopped after epoch {epoch + 1} of {epochs} (--stop_after); rerun the same command without it to continue"
+    ckpts.close()
     np.savez(os.path.join(workdir, "params.npz"), **{k: np.asarray(v) for k, v in params._asdict().items()})
-    return params, cfg, {"train_s": train_s, "final": rec}
+    metrics = {"train_s": train_s, "final": io.read_metrics(log_path)[-1]}
+    if start:
+        metrics["resumed_from_epoch"] = start
+    return params, cfg, metrics
 
 
 def _sample_and_score(workdir, params, cfg, metrics, seed, num_samples, sample_steps, average):

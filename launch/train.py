@@ -16,11 +16,9 @@ Exit codes: 0 done, 1 non-finite loss, 2 bad flag or config, 128+N signal N
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -46,12 +44,10 @@ def _fail(message: str, code: int) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-    # Orbax logs every save at INFO through absl; keep the console for progress.
-    if absl_logging.get_verbosity() >= absl_logging.INFO and not flags.FLAGS["verbosity"].present:
-        absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("jaxspike.train").setLevel(logging.INFO)
-
     from jaxspike import train  # local: flags are parsed (and XLA set up) first
+    from jaxspike.train import resume
+
+    resume.quiet_checkpoint_logs()
 
     if not _MULTIHOST.value and any(f.present for f in (flags.FLAGS["coordinator_address"],
                                                          flags.FLAGS["num_processes"], flags.FLAGS["process_id"])):

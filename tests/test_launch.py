@@ -1,9 +1,10 @@
-"""launch.train, launch.sample and launch.stdp end to end, in subprocesses, as a user runs them."""
+"""launch.train, launch.sample, launch.stdp and launch.rbm end to end, in subprocesses, as a user runs them."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,10 +105,32 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
     assert len(steps) == 1 and 3 <= steps[0] < 100000
 
 
-def test_stdp_smoke_with_enlarged_rstdp_set(tmp_path):
-    proc = run("launch.stdp", f"--workdir={tmp_path}", "--smoke", "--shifts=1", "--distortions=2",
-               "--rstdp_decay=linear")
+STDP_SMOKE = ("--smoke", "--shifts=1", "--distortions=2", "--rstdp_decay=linear")
+
+
+@pytest.fixture(scope="module")
+def stdp_smoke(tmp_path_factory):
+    """One uninterrupted smoke run of launch.stdp (4 epoch steps: S1, S2, 2 x R-STDP)."""
+    workdir = tmp_path_factory.mktemp("stdp_smoke")
+    proc = run("launch.stdp", f"--workdir={workdir}", *STDP_SMOKE)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir, proc
+
+
+def _rows(path, drop=("time_s",)):
+    with open(path) as f:
+        return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in f]
+
+
+def _same_npz(a, b):
+    with np.load(a) as fa, np.load(b) as fb:
+        assert sorted(fa.files) == sorted(fb.files)
+        for k in fa.files:
+            np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
+
+
+def test_stdp_smoke_with_enlarged_rstdp_set(stdp_smoke):
+    tmp_path, proc = stdp_smoke
     # 200 smoke digits + 1 shifted copy + 2 distorted copies of them.
     assert "R-STDP set 800 digits" in proc.stdout, proc.stdout[-2000:]
     with open(tmp_path / "config.json") as f:
@@ -116,6 +139,77 @@ def test_stdp_smoke_with_enlarged_rstdp_set(tmp_path):
     with open(tmp_path / "metrics.json") as f:
         metrics = json.load(f)
     assert 0.0 <= metrics["test_acc"] <= 1.0 and metrics["test_energy_nj_per_image"] > 0
-    assert {"filters1.png", "rstdp_accuracy.png", "params.npz", "history.jsonl"} <= set(os.listdir(tmp_path))
+    files = set(os.listdir(tmp_path))
+    assert {"filters1.png", "rstdp_accuracy.png", "params.npz", "history.jsonl", "checkpoints"} <= files
+    assert "features.npz" not in files  # the feature cache lives only while the run does
+    assert [r["step"] for r in _rows(tmp_path / "history.jsonl")] == [3, 4]
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])  # inside S1/S2, and inside R-STDP (feature cache in use)
+def test_stdp_interrupted_and_resumed_equals_uninterrupted(stdp_smoke, tmp_path, stop_after):
+    ref, _ = stdp_smoke
+    cut = run("launch.stdp", f"--workdir={tmp_path}", *STDP_SMOKE, f"--stop_after={stop_after}")
+    assert cut.returncode == 0, cut.stderr[-3000:]
+    assert f"stopped after epoch step {stop_after} of 4" in cut.stderr
+    assert not (tmp_path / "metrics.json").exists()
+    assert (tmp_path / "features.npz").exists() == (stop_after == 3)
+    resumed = run("launch.stdp", f"--workdir={tmp_path}", *STDP_SMOKE)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming {tmp_path} from its checkpoint after epoch step {stop_after}" in resumed.stdout
+    _same_npz(ref / "params.npz", tmp_path / "params.npz")
+    assert _rows(ref / "history.jsonl") == _rows(tmp_path / "history.jsonl")
+    with open(ref / "metrics.json") as f, open(tmp_path / "metrics.json") as g:
+        a, b = json.load(f), json.load(g)
+    assert b["resumed_from_step"] == stop_after
+    for k in ("test_acc", "train_acc", "probe_fired_test_acc", "test_synops_total", "convergence1", "convergence2"):
+        assert a[k] == b[k], k
+
+
+def test_stdp_resume_with_other_flags_is_refused(stdp_smoke, tmp_path):
+    ref, _ = stdp_smoke
+    shutil.copytree(ref, tmp_path / "run")
+    proc = run("launch.stdp", f"--workdir={tmp_path / 'run'}", *STDP_SMOKE, "--dropout=0.1")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "different config (dropout: saved 0.0 != new 0.1)" in proc.stderr
+
+
+def test_stdp_bad_flag_is_a_clear_error(tmp_path):
     bad = run("launch.stdp", f"--workdir={tmp_path}", "--smoke", "--distortions=-1")
     assert bad.returncode != 0 and "--distortions must be >= 0" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_stdp_sigterm_stops_cleanly(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, "-m", "launch.stdp", f"--workdir={tmp_path}", *STDP_SMOKE], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # config.json is written once the signal handler is in place, before data loading and compiling.
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "config.json").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "interrupted by signal 15 during S1 epoch 0" in err and "Traceback" not in err, err[-2000:]
+
+
+RBM_SMOKE = ("--smoke",)
+
+
+def test_rbm_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    whole = run("launch.rbm", f"--workdir={ref}", *RBM_SMOKE)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    first = run("launch.rbm", f"--workdir={cut}", *RBM_SMOKE, "--stop_after=1")
+    assert first.returncode == 0 and "stopped after epoch 1 of 2" in first.stderr, first.stderr[-3000:]
+    assert not (cut / "params.npz").exists() and (cut / "checkpoints" / "1").is_dir()
+    # The sampling flags may differ on resume; the training ones may not.
+    refused = run("launch.rbm", f"--workdir={cut}", *RBM_SMOKE, "--lr=0.01")
+    assert refused.returncode == 1 and "different config (lr: saved 0.05 != new 0.01)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    second = run("launch.rbm", f"--workdir={cut}", *RBM_SMOKE, "--label_gain=1")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming" in second.stdout and "after epoch 1 of 2" in second.stdout
+    _same_npz(ref / "params.npz", cut / "params.npz")
+    assert _rows(ref / "metrics.jsonl") == _rows(cut / "metrics.jsonl")
+    np.testing.assert_array_equal(np.load(ref / "samples_gain1_steps20.npy"), np.load(cut / "samples_gain1_steps20.npy"))

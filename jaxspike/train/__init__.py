@@ -3,6 +3,7 @@
 * :mod:`~jaxspike.train.state` - :class:`TrainState`, seed streams;
 * :mod:`~jaxspike.train.steps` - ``make_train_step`` and objectives (pure);
 * :mod:`~jaxspike.train.io` - run-folder files and orbax checkpoints;
+* :mod:`~jaxspike.train.resume` - signals, config checks and epoch checkpoints for resuming;
 * :mod:`~jaxspike.train.loop` - :func:`train`, devices, resume, evaluation.
 """
 

@@ -29,6 +29,7 @@ log = logging.getLogger("jaxspike.train")
 
 __all__ = [
     "is_writer",
+    "to_builtin",
     "write_json",
     "read_json",
     "MetricsWriter",
@@ -44,11 +45,11 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
-def _to_builtin(value: Any) -> Any:
+def to_builtin(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): _to_builtin(v) for k, v in value.items()}
+        return {str(k): to_builtin(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_builtin(v) for v in value]
+        return [to_builtin(v) for v in value]
     if isinstance(value, (np.generic, np.ndarray)) or isinstance(value, jax.Array):
         arr = np.asarray(value)
         return arr.item() if arr.ndim == 0 else arr.tolist()
@@ -59,7 +60,7 @@ def write_json(path: str, obj: Any) -> None:
     """Writes ``obj`` as indented JSON atomically (write then rename)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(_to_builtin(obj), f, indent=2, sort_keys=True)
+        json.dump(to_builtin(obj), f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
 
@@ -86,7 +87,7 @@ class MetricsWriter:
                     f.write(json.dumps(row, sort_keys=True) + "\n")
 
     def write(self, row: dict) -> None:
-        row = _to_builtin(row)
+        row = to_builtin(row)
         with open(self.path, "a") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
 

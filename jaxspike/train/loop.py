@@ -36,7 +36,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from typing import Any, NamedTuple
 
@@ -54,6 +53,7 @@ from jaxspike import surrogates
 from jaxspike.models import gan as gan_lib
 from jaxspike.models import vae as vae_lib
 from jaxspike.train import io
+from jaxspike.train import resume as resume_lib
 from jaxspike.train import state as state_lib
 from jaxspike.train import steps as steps_lib
 
@@ -469,31 +469,6 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 # Helpers of the loop.
 
 
-class _SignalCatcher:
-    """Turns SIGINT/SIGTERM into a flag the loop polls (main thread only)."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.signum = signum
-        log.warning("received signal %d: saving a checkpoint, then stopping", signum)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
-
-
 def _abstract(tree: Any, sharding) -> Any:
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
@@ -525,20 +500,7 @@ def _restore(ckpts: list[io.Checkpointer], abstract_state: Any) -> tuple[int, li
 def _check_resume_config(path: str, config_dict: dict) -> None:
     if not os.path.exists(path):
         return
-    saved = io.read_json(path)
-    diffs = []
-
-    def walk(a, b, prefix):
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in sorted(set(a) | set(b)):
-                walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
-        else:
-            norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
-            if norm(a) != norm(b):
-                diffs.append(f"{prefix}: saved {a!r} != new {b!r}")
-
-    for key in _RESUME_KEYS:
-        walk(saved.get(key), io._to_builtin(config_dict.get(key)), key)
+    diffs = resume_lib.config_diffs(io.read_json(path), config_dict, _RESUME_KEYS)
     if diffs:
         raise ConfigError(
             f"workdir {os.path.dirname(path)!r} holds a run with a different config ({'; '.join(diffs[:5])}); "
@@ -839,7 +801,7 @@ class _Runner:
             log.info("step %d eval%s: %s", step, f" seed {self.seeds[i]}" if self.sweep else "",
                      {k: v for k, v in row.items() if k in ("eval/fid", "eval/inception_score", "eval/class_entropy")})
 
-    def should_stop(self, stop: _SignalCatcher, done: int) -> bool:
+    def should_stop(self, stop: resume_lib.SignalCatcher, done: int) -> bool:
         """Whether to checkpoint and stop after update ``done``.
 
         Multi-host: a signal may reach the processes at different steps, and
@@ -872,7 +834,7 @@ class _Runner:
                        mininterval=1.0, file=sys.stderr)
         pending = None
         try:
-            with _SignalCatcher() as stop:
+            with resume_lib.SignalCatcher() as stop:
                 next_batch = self.host_batch(start)
                 for step in range(start, total):
                     done = step + 1

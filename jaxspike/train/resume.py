@@ -1,0 +1,139 @@
+"""Interruption and resume, shared by every launcher.
+
+* :class:`SignalCatcher` turns SIGINT/SIGTERM into a flag a loop polls, so a
+  job stops at a clean point instead of dying inside a step.
+* :func:`config_diffs` lists the fields in which a run folder's saved
+  ``config.json`` and a new launch's config differ (a resume must not mix
+  two configs).
+* :class:`EpochCheckpoints` gives the epoch-based launchers (``launch.stdp``,
+  ``launch.rbm``: local learning, outside :func:`jaxspike.train.train`'s step
+  loop) the same contract as the training loop: a checkpoint after every
+  epoch, and a rerun of the same command in the same folder continues from
+  the newest readable one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Any, Iterable
+
+import jax
+
+from jaxspike.train import io
+
+log = logging.getLogger("jaxspike.train")
+
+__all__ = ["SignalCatcher", "config_diffs", "EpochCheckpoints", "quiet_checkpoint_logs"]
+
+
+def quiet_checkpoint_logs() -> None:
+    """Orbax logs every save at INFO through absl: keep the console for progress,
+    unless the user asked for a verbosity (``--verbosity``/``-v``)."""
+    from absl import flags
+    from absl import logging as absl_logging
+
+    present = "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present
+    if absl_logging.get_verbosity() >= absl_logging.INFO and not present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("jaxspike.train").setLevel(logging.INFO)
+
+
+class SignalCatcher:
+    """Context manager: SIGINT/SIGTERM set ``self.signum`` instead of killing.
+
+    Only installed from the main thread. A second Ctrl-C stops at once.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("received signal %d: stopping at the next safe point", signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def config_diffs(saved: dict, new: dict, keys: Iterable[str] | None = None) -> list[str]:
+    """``"field: saved X != new Y"`` for each leaf that differs (tuples compare as lists).
+
+    ``keys``: the top-level fields to compare (default: all of both).
+    """
+    diffs: list[str] = []
+
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        elif a != b:
+            diffs.append(f"{prefix}: saved {a!r} != new {b!r}")
+
+    saved, new = io.to_builtin(saved), io.to_builtin(new)
+    for key in sorted(set(saved) | set(new)) if keys is None else keys:
+        walk(saved.get(key), new.get(key), key)
+    return diffs
+
+
+class EpochCheckpoints:
+    """Per-epoch orbax checkpoints of a launcher's whole training state.
+
+    ``state`` is any pytree of arrays (weights, carried scalars, elapsed
+    times); steps count finished epochs. Opening checks ``config`` against
+    the folder's ``config.json`` (all fields but those in ``ignore``) and
+    raises ``ValueError`` naming the differing fields, so a resume cannot mix
+    two configs; then (re)writes ``config.json``.
+    """
+
+    def __init__(self, workdir: str, config: dict, ignore: Iterable[str] = ("command",), keep: int = 2):
+        path = os.path.join(workdir, "config.json")
+        ignore = set(ignore)
+        self.resuming = os.path.isdir(os.path.join(workdir, "checkpoints"))
+        if self.resuming and os.path.exists(path):
+            saved = io.read_json(path)
+            keys = (set(saved) | set(config)) - ignore
+            diffs = config_diffs(saved, config, sorted(keys))
+            if diffs:
+                raise ValueError(
+                    f"workdir {workdir!r} holds checkpoints of a run with a different config "
+                    f"({'; '.join(diffs[:5])}); use a fresh --workdir or the same flags"
+                )
+        io.write_json(path, config)
+        self.ckpt = io.Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep)
+
+    def restore(self, template: Any) -> tuple[int, Any]:
+        """``(step, state)`` of the newest readable checkpoint, else ``(0, template)``.
+
+        Unreadable (partial, corrupt) checkpoints are reported, moved aside
+        and skipped, as in the training loop.
+        """
+        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
+        bad = []
+        for step in reversed(self.ckpt.all_steps()):
+            state = self.ckpt.try_restore(step, abstract)
+            if state is not None:
+                self.ckpt.discard(bad)
+                return step, state
+            bad.append(step)
+        self.ckpt.discard(bad)
+        return 0, template
+
+    def save(self, step: int, state: Any) -> None:
+        self.ckpt.save(step, state)
+
+    def close(self) -> None:
+        self.ckpt.close()
