@@ -305,7 +305,7 @@ def _run(stop):
         os.replace(cache + ".tmp", cache)
     f_train = f_rstdp[:n]  # the originals come first
     y_rstdp = np.tile(y_train, len(f_rstdp) // n)
-    print(f"features: {times['features_s']:.0f}s, S2 pooled firing {f_train.mean():.3f}, "
+    print(f"features{' (from ' + cache + ')' if cached is not None else ''}: {times['features_s']:.0f}s, S2 pooled firing {f_train.mean():.3f}, "
           f"R-STDP set {len(y_rstdp)} digits", flush=True)
 
     epoch_fn = jax.jit(net.make_rstdp_epoch(cfg, batch=rstdp_batch, decide_every=decide_every, dropout=_DROPOUT.value),
