@@ -282,7 +282,8 @@ def _run(stop):
         with np.load(cache) as f:
             cached = dict(f)
     if cached is not None and cached["f_rstdp"].shape[0] == n * (1 + _SHIFTS.value + _DISTORTIONS.value):
-        f_rstdp, e_train, f_test, e_test = (cached[k] for k in ("f_rstdp", "e_train", "f_test", "e_test"))
+        f_rstdp, f_test = (cached[k].astype(np.float32) for k in ("f_rstdp", "f_test"))  # 0/1, stored as bool
+        e_train, e_test = cached["e_train"], cached["e_test"]
         aux_test = {k[4:]: v for k, v in cached.items() if k.startswith("aux_")}
         times["features_s"] = float(cached["features_s"])
     else:
@@ -300,7 +301,7 @@ def _run(stop):
         f_rstdp = np.concatenate(f_rstdp)
         times["features_s"] = time.time() - t0
         with open(cache + ".tmp", "wb") as f:  # written whole, then renamed: never a torn cache
-            np.savez(f, f_rstdp=f_rstdp, e_train=e_train, f_test=f_test, e_test=e_test,
+            np.savez(f, f_rstdp=f_rstdp.astype(bool), e_train=e_train, f_test=f_test.astype(bool), e_test=e_test,
                      features_s=times["features_s"], **{f"aux_{k}": v for k, v in aux_test.items()})
         os.replace(cache + ".tmp", cache)
     f_train = f_rstdp[:n]  # the originals come first
