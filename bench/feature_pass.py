@@ -38,15 +38,9 @@ _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating timing rounds.")
 _C2 = flags.DEFINE_integer("c2", 100, "S2 feature maps.")
 
 
-def _latency_two_sorts(values, num_steps):
-    """``stdp.intensity_to_latency`` with the inverse permutation by a second argsort (the old form)."""
-    flat = values.reshape(values.shape[0], -1)
-    order = jnp.argsort(-flat, axis=1, stable=True)
-    rank = jnp.argsort(order, axis=1, stable=True)
-    bin_size = jnp.maximum(jnp.sum(flat > 0, axis=1, keepdims=True) // num_steps, 1)
-    times = jnp.minimum(jnp.where(flat > 0, rank // bin_size, num_steps), num_steps).reshape(values.shape)
-    steps = jnp.arange(num_steps).reshape((num_steps,) + (1,) * values.ndim)
-    return (steps == times[None]).astype(jnp.float32)
+def _inverse_by_argsort(order):
+    """``stdp._inverse_permutation`` by a second argsort (the form before 2026-12-06)."""
+    return jnp.argsort(order, axis=1, stable=True)
 
 
 def main(argv):
@@ -64,7 +58,12 @@ def main(argv):
     in2 = jax.jit(lambda s: net._layer2_input(net._layer1(params.w1, s, cfg)[0]))(spikes_in)
     dog = jax.jit(lambda x: stdp.dog_filter(x, net._DOG, cfg.dog_threshold, cfg.norm_radius))(images)
     latency = jax.jit(lambda v: stdp.intensity_to_latency(v, t))
-    latency_old = jax.jit(lambda v: _latency_two_sorts(v, t))
+    library_inverse = stdp._inverse_permutation
+    stdp._inverse_permutation = _inverse_by_argsort  # read by intensity_to_latency while it is traced
+    try:
+        latency_old = jax.jit(lambda v: stdp.intensity_to_latency(v, t)).lower(dog).compile()
+    finally:
+        stdp._inverse_permutation = library_inverse
     if not bool(jnp.array_equal(latency(dog), latency_old(dog))):
         raise AssertionError("the two latency forms disagree")
     conv1 = jax.jit(lambda s: stdp.conv_potentials(s, params.w1, padding=2))

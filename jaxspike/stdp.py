@@ -197,6 +197,12 @@ def dog_filter(images: Array, kernels: Array, threshold: float = 50.0, norm_radi
     return local_normalize(resp, norm_radius) if norm_radius > 0 else resp
 
 
+def _inverse_permutation(order: Array) -> Array:
+    """Row-wise inverse of ``[B, n]`` permutations, by one scatter (O(n), not a second sort)."""
+    rows, n = order.shape
+    return jnp.zeros_like(order).at[jnp.arange(rows)[:, None], order].set(jnp.arange(n, dtype=order.dtype)[None, :])
+
+
 def intensity_to_latency(values: Array, num_steps: int) -> Array:
     """Rank-order coding: stronger values spike earlier, each at most once.
 
@@ -217,10 +223,7 @@ def intensity_to_latency(values: Array, num_steps: int) -> Array:
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     flat = values.reshape(values.shape[0], -1)
-    order = jnp.argsort(-flat, axis=1, stable=True)
-    # The inverse permutation by one scatter (O(n)) rather than a second sort.
-    n = flat.shape[1]
-    rank = jnp.zeros_like(order).at[jnp.arange(flat.shape[0])[:, None], order].set(jnp.arange(n, dtype=order.dtype)[None, :])
+    rank = _inverse_permutation(jnp.argsort(-flat, axis=1, stable=True))
     nonzero = jnp.sum(flat > 0, axis=1, keepdims=True)
     bin_size = jnp.maximum(nonzero // num_steps, 1)
     times = jnp.where(flat > 0, rank // bin_size, num_steps)

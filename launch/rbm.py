@@ -123,11 +123,11 @@ def main(argv):
 
         resume.quiet_checkpoint_logs()
         with resume.SignalCatcher() as stop:
-            trained = _train(workdir, smoke, num_samples, sample_steps, average, stop)
-        if isinstance(trained, str):  # stopped early: checkpoint saved, nothing to sample yet
-            print(f"launch.rbm: {trained}", file=sys.stderr, flush=True)
-            sys.exit(128 + stop.signum if stop.signum else 0)
-        params, cfg, metrics = trained
+            try:
+                params, cfg, metrics = _train(workdir, smoke, num_samples, sample_steps, average, stop)
+            except resume.Stopped as err:  # checkpoints saved, nothing to sample yet
+                print(f"launch.rbm: {err}", file=sys.stderr, flush=True)
+                sys.exit(err.code)
     _sample_and_score(workdir, params, cfg, metrics, seed, num_samples, sample_steps, average)
 
 
@@ -152,7 +152,7 @@ def _load_run(workdir):
 
 
 def _train(workdir, smoke, num_samples, sample_steps, average, stop):
-    """Trains (or resumes) the RBM: ``(params, cfg, metrics)``, or a message if stopped early."""
+    """Trains (or resumes) the RBM: ``(params, cfg, metrics)``; raises ``resume.Stopped`` if stopped early."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -214,9 +214,10 @@ def _train(workdir, smoke, num_samples, sample_steps, average, stop):
         step = steps[lr]
         for i, idx in enumerate(data.batch_indices(len(y_train), batch, seed, epoch)):
             if stop.signum is not None:
-                return (f"interrupted by signal {stop.signum} during epoch {epoch}; rerun the same command to "
-                        f"resume from its checkpoint after epoch {epoch}" if epoch else
-                        f"interrupted by signal {stop.signum} during epoch 0 (no checkpoint yet)")
+                raise resume.Stopped(f"interrupted by signal {stop.signum} during epoch {epoch}; rerun the same command "
+                                     f"to resume from its checkpoint after epoch {epoch}" if epoch else
+                                     f"interrupted by signal {stop.signum} during epoch 0 (no checkpoint yet)",
+                                     128 + stop.signum)
             key = jax.random.fold_in(run_key, epoch * per_epoch + i)
             params, last, m = step(params, {"image": jnp.asarray(x_train[idx]), "label": jnp.asarray(y_train[idx])},
                                    key, chain)
@@ -235,7 +236,8 @@ def _train(workdir, smoke, num_samples, sample_steps, average, stop):
             state["chain"] = chain
         ckpts.save(epoch + 1, state)
         if _STOP_AFTER.value and epoch + 1 >= _STOP_AFTER.value and epoch + 1 < epochs:
-            return f"stopped after epoch {epoch + 1} of {epochs} (--stop_after); rerun the same command without it to continue"
+            raise resume.Stopped(f"stopped after epoch {epoch + 1} of {epochs} (--stop_after); rerun the same command "
+                                 "without it to continue", 0)
     ckpts.close()
     np.savez(os.path.join(workdir, "params.npz"), **{k: np.asarray(v) for k, v in params._asdict().items()})
     metrics = {"train_s": train_s, "final": io.read_metrics(log_path)[-1]}

@@ -131,14 +131,6 @@ def _history_png(history, probe_acc, path):
     plt.close(fig)
 
 
-class _Stopped(Exception):
-    """Raised to leave the stages early: a signal arrived, or --stop_after was reached."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
@@ -156,7 +148,7 @@ def main(argv):
     with resume.SignalCatcher() as stop:
         try:
             _run(stop)
-        except _Stopped as err:
+        except resume.Stopped as err:
             print(f"launch.stdp: {err}", file=sys.stderr, flush=True)
             sys.exit(err.code)
 
@@ -219,14 +211,14 @@ def _run(stop):
         state.update(updates, stage_s=jnp.asarray(stage_s, jnp.float32), convergence=jnp.asarray(convergence, jnp.float32))
         ckpts.save(done, state)
         if _STOP_AFTER.value and done >= _STOP_AFTER.value and done < total:
-            raise _Stopped(f"stopped after epoch step {done} of {total} (--stop_after); "
+            raise resume.Stopped(f"stopped after epoch step {done} of {total} (--stop_after); "
                            "rerun the same command without it to continue", 0)
 
     def check_signal(where):
         if stop.signum is not None:
             steps = ckpts.ckpt.all_steps()
             since = f"from its checkpoint after epoch step {steps[-1]}" if steps else "(no checkpoint yet: from the start)"
-            raise _Stopped(f"interrupted by signal {stop.signum} {where}; rerun the same command to resume {since}",
+            raise resume.Stopped(f"interrupted by signal {stop.signum} {where}; rerun the same command to resume {since}",
                            128 + stop.signum)
 
     for layer, first, count in ((1, 0, e1), (2, e1, e2)):

@@ -469,34 +469,6 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 # Helpers of the loop.
 
 
-def _abstract(tree: Any, sharding) -> Any:
-    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
-
-
-def _restore(ckpts: list[io.Checkpointer], abstract_state: Any) -> tuple[int, list[Any]] | None:
-    """Newest step readable in every run's checkpoints, and the states; ``None`` if none."""
-    common = set(ckpts[0].all_steps())
-    for c in ckpts[1:]:
-        common &= set(c.all_steps())
-    found = None
-    for step in sorted(common, reverse=True):
-        states = []
-        for i, c in enumerate(ckpts):
-            restored = c.try_restore(step, abstract_state)
-            if restored is None:
-                break
-            states.append(restored)
-        if len(states) == len(ckpts):
-            found = (step, states)
-            break
-    for i, c in enumerate(ckpts):
-        # Unusable: everything newer than the step resumed from (corrupt, or
-        # not matched by the other seeds), or everything if none was usable.
-        drop = [s for s in c.all_steps() if found is None or s > found[0]]
-        c.discard(drop)
-    return found
-
-
 def _check_resume_config(path: str, config_dict: dict) -> None:
     if not os.path.exists(path):
         return
@@ -600,8 +572,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
 
     ckpts = [io.Checkpointer(os.path.join(d, "checkpoints"), int(config.keep_checkpoints)) for d in run_dirs]
     try:
-        abstract_state = _abstract(jax.eval_shape(init_state, streams[0].init_key), replicated)
-        restored = _restore(ckpts, abstract_state)
+        abstract_state = resume_lib.abstract(jax.eval_shape(init_state, streams[0].init_key), replicated)
+        restored = resume_lib.restore_newest(ckpts, abstract_state)
         if restored is not None:
             start, states = restored
             log.info("resuming %s from step %d", workdir, start)
@@ -907,7 +879,7 @@ def load_trained(workdir: str):
     ckpt = io.Checkpointer(ckpt_dir, int(config.keep_checkpoints))
     try:
         for step in reversed(ckpt.all_steps()):
-            state = ckpt.try_restore(step, _abstract(abstract, sharding))
+            state = ckpt.try_restore(step, resume_lib.abstract(abstract, sharding))
             if state is not None:
                 return config, objective, program.sample_params(state), image_shape
     finally:

@@ -26,7 +26,8 @@ from jaxspike.train import io
 
 log = logging.getLogger("jaxspike.train")
 
-__all__ = ["SignalCatcher", "config_diffs", "EpochCheckpoints", "quiet_checkpoint_logs"]
+__all__ = ["SignalCatcher", "Stopped", "config_diffs", "abstract", "restore_newest", "EpochCheckpoints",
+           "quiet_checkpoint_logs"]
 
 
 def quiet_checkpoint_logs() -> None:
@@ -67,6 +68,47 @@ class SignalCatcher:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         return False
+
+
+class Stopped(Exception):
+    """A launcher stops early with its checkpoints saved (a signal, or a ``--stop_after`` limit).
+
+    ``code`` is the process exit status to use: 128 + signal, or 0.
+    """
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def abstract(tree: Any, sharding=None) -> Any:
+    """Shape/dtype (and optionally sharding) stand-ins for restoring ``tree``."""
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def restore_newest(ckpts: list[io.Checkpointer], abstract_state: Any) -> tuple[int, list[Any]] | None:
+    """Newest step readable in every run's checkpoints, and the states; ``None`` if none.
+
+    Checkpoints newer than that step (unreadable, or not matched by the other
+    runs of a sweep) are moved aside.
+    """
+    common = set(ckpts[0].all_steps())
+    for c in ckpts[1:]:
+        common &= set(c.all_steps())
+    found = None
+    for step in sorted(common, reverse=True):
+        states = []
+        for c in ckpts:
+            restored = c.try_restore(step, abstract_state)
+            if restored is None:
+                break
+            states.append(restored)
+        if len(states) == len(ckpts):
+            found = (step, states)
+            break
+    for c in ckpts:
+        c.discard([s for s in c.all_steps() if found is None or s > found[0]])
+    return found
 
 
 def config_diffs(saved: dict, new: dict, keys: Iterable[str] | None = None) -> list[str]:
@@ -121,16 +163,8 @@ class EpochCheckpoints:
         Unreadable (partial, corrupt) checkpoints are reported, moved aside
         and skipped, as in the training loop.
         """
-        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
-        bad = []
-        for step in reversed(self.ckpt.all_steps()):
-            state = self.ckpt.try_restore(step, abstract)
-            if state is not None:
-                self.ckpt.discard(bad)
-                return step, state
-            bad.append(step)
-        self.ckpt.discard(bad)
-        return 0, template
+        found = restore_newest([self.ckpt], abstract(template))
+        return (found[0], found[1][0]) if found else (0, template)
 
     def save(self, step: int, state: Any) -> None:
         self.ckpt.save(step, state)
