@@ -5,6 +5,7 @@
     python -m launch.stdp --workdir=/tmp/stdp_fe --stdp_only   # S1 + S2 only: a front end
     python -m launch.stdp --workdir=/tmp/stdp_sh8 --shifts=8 --epochs3=10   # R-STDP on 9 x 4,000 digits
     python -m launch.stdp --workdir=/tmp/stdp_best --rstdp_scale=4 --shifts=8 --epochs3=60 --rstdp_decay=linear --dropout=0.25
+    python -m launch.stdp --workdir=/tmp/stdp_c250 --c2=250 --rstdp_scale=4 --shifts=8 --epochs3=60 --rstdp_decay=linear --dropout=0.25   # paper's S2, 2x cost
 
 Stages (each timed): S1 by STDP (``--epochs1`` passes over the 4,000
 training digits), S2 by STDP (``--epochs2``), features of train and test
