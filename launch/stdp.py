@@ -132,6 +132,20 @@ def _history_png(history, probe_acc, path):
     plt.close(fig)
 
 
+def rstdp_epoch_plan(seed, epoch, epochs, num_examples, chunk, decay="none"):
+    """What R-STDP epoch ``epoch`` of ``epochs`` uses, a pure function of the seed:
+    ``(order, rate factor, dropout key)``. The order visits ``num_examples`` rounded down to
+    whole ``chunk``s; ``decay="linear"`` scales the rates by ``1 - epoch / epochs``."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    visited = (num_examples // chunk) * chunk
+    order = jnp.asarray(np.random.default_rng([seed, 3, epoch]).permutation(num_examples)[:visited])
+    factor = 1.0 - epoch / epochs if decay == "linear" else 1.0
+    return order, factor, jax.random.fold_in(jax.random.key(seed), 3000 + epoch)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
@@ -213,14 +227,14 @@ def _run(stop):
         ckpts.save(done, state)
         if _STOP_AFTER.value and done >= _STOP_AFTER.value and done < total:
             raise resume.Stopped(f"stopped after epoch step {done} of {total} (--stop_after); "
-                           "rerun the same command without it to continue", 0)
+                                 "rerun the same command without it to continue", 0)
 
     def check_signal(where):
         if stop.signum is not None:
             steps = ckpts.ckpt.all_steps()
             since = f"from its checkpoint after epoch step {steps[-1]}" if steps else "(no checkpoint yet: from the start)"
             raise resume.Stopped(f"interrupted by signal {stop.signum} {where}; rerun the same command to resume {since}",
-                           128 + stop.signum)
+                                 128 + stop.signum)
 
     for layer, first, count in ((1, 0, e1), (2, e1, e2)):
         if start >= first + count:
@@ -313,17 +327,14 @@ def _run(stop):
         os.remove(hist_path)  # a fresh run: drop an older run's history
     hist = io.MetricsWriter(hist_path, resume_step=start)
     n_rstdp = len(y_rstdp)
-    n3 = (n_rstdp // rstdp_batch) * rstdp_batch
     for epoch in range(max(start - e1 - e2, 0), e3):
         check_signal(f"before R-STDP epoch {epoch}")
         t0 = time.time()
-        order = jnp.asarray(np.random.default_rng([seed, 3, epoch]).permutation(n_rstdp)[:n3])
-        decay = 1.0 - epoch / e3 if _RSTDP_DECAY.value == "linear" else 1.0
-        w3, scales, hits = epoch_fn(w3, scales, f_rstdp_j, y_rstdp_j, order, rates * decay, True,
-                                    jax.random.fold_in(jax.random.key(seed), 3000 + epoch))
+        order, decay, key = rstdp_epoch_plan(seed, epoch, e3, n_rstdp, rstdp_batch, _RSTDP_DECAY.value)
+        w3, scales, hits = epoch_fn(w3, scales, f_rstdp_j, y_rstdp_j, order, rates * decay, True, key)
         test_acc = float(np.mean(np.asarray(decide(w3, f_test_j)) == test.labels))
         stage_s[3] += time.time() - t0
-        rec = {"step": e1 + e2 + epoch + 1, "epoch": epoch, "train_acc_online": float(hits) / n3, "test_acc": test_acc,
+        rec = {"step": e1 + e2 + epoch + 1, "epoch": epoch, "train_acc_online": float(hits) / len(order), "test_acc": test_acc,
                "time_s": float(stage_s[3])}
         hist.write(rec)
         print(f"R-STDP epoch {epoch}: {rec}", flush=True)

@@ -36,7 +36,7 @@ from jaxspike import stdp
 
 Array = jax.Array
 
-__all__ = ["NetConfig", "Params", "init_params", "encode", "forward", "features", "decide", "make_stdp_step",
+__all__ = ["NetConfig", "Params", "init_params", "encode", "forward", "features", "decision_potentials", "decide", "make_stdp_step",
            "make_rstdp_epoch", "synaptic_events"]
 
 
@@ -172,6 +172,19 @@ def _decision_potentials(padded: Array, w3: Array) -> Array:
     return jnp.einsum("bhwyxc,yxcm->bhwm", shifted, w3)
 
 
+def _pad_for(w3: Array, fired: Array) -> Array:
+    """``fired [B, H, W, C2]`` checked and zero-padded for the decision layer's "same" convolution."""
+    if fired.ndim != 4 or fired.shape[-1] != w3.shape[2]:
+        raise ValueError(f"fired must be [B, H, W, {w3.shape[2]}], got shape {tuple(fired.shape)}")
+    pad = w3.shape[0] // 2
+    return jnp.pad(fired, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+
+def decision_potentials(w3: Array, fired: Array) -> Array:
+    """Final potentials ``[B, H, W, maps]`` of the decision layer (what ``decide`` ranks)."""
+    return _decision_potentials(_pad_for(w3, fired), w3)
+
+
 def decide(w3: Array, fired: Array, cfg: NetConfig, active: Array | None = None) -> tuple[Array, Array, Array]:
     """Decision by the largest final potential, and the winner's causal pairs.
 
@@ -190,12 +203,9 @@ def decide(w3: Array, fired: Array, cfg: NetConfig, active: Array | None = None)
       ``(class [B], neuron map j [B], pairings bool [B, 5, 5, C2])``; map ``j``
       belongs to class ``j // per_class``.
     """
-    if fired.ndim != 4 or fired.shape[-1] != w3.shape[2]:
-        raise ValueError(f"fired must be [B, H, W, {w3.shape[2]}], got shape {tuple(fired.shape)}")
-    kernel = w3.shape[0]
-    pad = kernel // 2
-    padded = jnp.pad(fired, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    padded = _pad_for(w3, fired)
     pot = _decision_potentials(padded, w3)
+    kernel = w3.shape[0]
     batch, _, width, maps = pot.shape
     if active is not None:
         if active.shape != (batch, maps):

@@ -12,7 +12,7 @@ then, from the repository root,
         --epochs=60 --extra=more_shifts.npy] > out.jsonl
 
 It trains the decision layer exactly as launch.stdp does (the same epoch function, keys, data
-order and annealed rates) on the cached features, except that the last ``--holdout`` of each
+order and annealed rates: ``launch.stdp.rstdp_epoch_plan``) on the cached features, except that the last ``--holdout`` of each
 digit's 400 training rows, and all their shifted copies, are kept out of R-STDP training and
 scored instead. After every epoch it prints validation and test accuracy for three readouts of
 the same potentials: ``max`` (the network's own: the single largest potential decides),
@@ -35,6 +35,7 @@ import numpy as np
 
 from jaxspike import data
 from jaxspike.models import spyketorch_net as net
+from launch.stdp import rstdp_epoch_plan
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--features", required=True, help="features.npz left by launch.stdp --stop_after")
@@ -76,9 +77,7 @@ epoch_fn = jax.jit(net.make_rstdp_epoch(cfg, batch=1000, decide_every=args.decid
 
 @jax.jit
 def class_scores(w3, fired):
-    pad = w3.shape[0] // 2
-    pot = net._decision_potentials(jnp.pad(fired, ((0, 0), (pad, pad), (pad, pad), (0, 0))), w3)
-    best = pot.max(axis=(1, 2)).reshape(fired.shape[0], cfg.num_classes, -1)  # [B, class, map]
+    best = net.decision_potentials(w3, fired).max(axis=(1, 2)).reshape(fired.shape[0], cfg.num_classes, -1)  # [B, class, map]
     ranked = -jnp.sort(-best, axis=-1)
     return {"max": ranked[..., 0], "top3": ranked[..., :3].mean(-1), "mapsum": best.sum(-1)}
 
@@ -91,14 +90,12 @@ def accuracies(w3):
 w3 = net.init_params(jax.random.key(args.seed), cfg).w3
 scales = jnp.array([0.9, 0.1])
 rates = jnp.array([args.scale * r for r in (0.004, -0.003, -0.004, 0.0005)])
-n3 = (len(y_r) // 1000) * 1000
 tail = []
 t0 = time.time()
 for epoch in range(args.epochs):
-    order = jnp.asarray(np.random.default_rng([args.seed, 3, epoch]).permutation(len(y_r))[:n3])
-    w3, scales, hits = epoch_fn(w3, scales, f_r, y_r, order, rates * (1 - epoch / args.epochs), True,
-                                jax.random.fold_in(jax.random.key(args.seed), 3000 + epoch))
+    order, decay, key = rstdp_epoch_plan(args.seed, epoch, args.epochs, len(y_r), 1000, "linear")
+    w3, scales, hits = epoch_fn(w3, scales, f_r, y_r, order, rates * decay, True, key)
     tail = (tail + [np.asarray(w3)])[-20:]
-    print(json.dumps({"epoch": epoch, "train_online": float(hits) / n3, **accuracies(w3),
+    print(json.dumps({"epoch": epoch, "train_online": float(hits) / len(order), **accuracies(w3),
                       "s": round(time.time() - t0)}), flush=True)
 print(json.dumps({f"avg{k}": accuracies(jnp.asarray(np.mean(tail[-k:], 0))) for k in (5, 10, 20) if len(tail) >= k}))
