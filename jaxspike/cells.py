@@ -28,6 +28,7 @@ deep learning").
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -39,6 +40,7 @@ Array = jax.Array
 Params = dict[str, Array]
 
 RESETS = ("subtract", "zero", "none")
+KINDS = ("lif", "if", "synaptic_lif")
 
 __all__ = [
     "Cell",
@@ -49,7 +51,9 @@ __all__ = [
     "integrate_and_fire",
     "synaptic_lif",
     "leaky_integrator",
+    "Neuron",
     "RESETS",
+    "KINDS",
 ]
 
 
@@ -291,3 +295,71 @@ def leaky_integrator(beta: float = 1.0, *, learn_beta: bool = False, per_neuron:
         return IntegratorState(v=v), v
 
     return Cell(init_params, init_state, step, name="leaky_integrator")
+
+
+@dataclasses.dataclass(frozen=True)
+class Neuron:
+    """One description of a spiking neuron; :meth:`cell` turns it into a :class:`Cell`.
+
+    Every model builds its cells from one of these, and configs hold its
+    fields (``config.model.neuron``), so each constant is named once.
+
+    Attributes:
+      kind: ``"lif"`` (:func:`lif`), ``"if"`` (:func:`integrate_and_fire`,
+        ``beta`` unused) or ``"synaptic_lif"`` (:func:`synaptic_lif`).
+      beta: membrane decay per step, in [0, 1].
+      threshold: firing threshold, > 0.
+      reset: one of :data:`RESETS`.
+      learn: learn per-neuron decay and threshold (snnTorch-style trainable
+        neuron hyper-parameters); the threshold only for ``"if"``.
+      syn_decay: synaptic-current decay of ``"synaptic_lif"``, in [0, 1].
+      surrogate: spike function by name (:data:`jaxspike.surrogates.SURROGATES`).
+      slope / alpha / width / scale: the surrogate's shape parameter, by name;
+        the surrogate reads only its own (:data:`jaxspike.surrogates.PARAMETER`).
+    """
+
+    kind: str = "lif"
+    beta: float = 0.9
+    threshold: float = 1.0
+    reset: str = "subtract"
+    learn: bool = False
+    syn_decay: float = 0.8
+    surrogate: str = "fast_sigmoid"
+    slope: float = surrogates.SLOPE
+    alpha: float = surrogates.ALPHA
+    width: float = surrogates.WIDTH
+    scale: float = surrogates.SCALE
+
+    def __post_init__(self):
+        def bad(field, what):
+            raise ValueError(f"neuron.{field}={getattr(self, field)!r}: {what}")
+
+        if self.kind not in KINDS:
+            bad("kind", f"must be one of {KINDS}")
+        if self.reset not in RESETS:
+            bad("reset", f"must be one of {RESETS}")
+        if self.surrogate not in surrogates.SURROGATES:
+            bad("surrogate", f"must be one of {sorted(surrogates.SURROGATES)}")
+        if not isinstance(self.learn, bool):
+            bad("learn", "must be True or False")
+        for field in ("beta", "syn_decay"):
+            if not 0.0 <= getattr(self, field) <= 1.0:
+                bad(field, "must lie in [0, 1]")
+        if not self.threshold > 0:
+            bad("threshold", "must be > 0")
+        own = surrogates.PARAMETER[self.surrogate]
+        if not getattr(self, own) > 0:
+            bad(own, f"the {self.surrogate} surrogate's {own} must be > 0")
+
+    def spike_fn(self) -> surrogates.SpikeFn:
+        """The spike function with its surrogate gradient."""
+        return surrogates.get(self.surrogate, **{p: getattr(self, p) for p in ("slope", "alpha", "width", "scale")})
+
+    def cell(self) -> Cell:
+        """The :class:`Cell` this describes."""
+        learn = dict(learn_threshold=self.learn, per_neuron=self.learn, reset=self.reset)
+        if self.kind == "if":
+            return integrate_and_fire(self.threshold, self.spike_fn(), **learn)
+        if self.kind == "synaptic_lif":
+            return synaptic_lif(self.syn_decay, self.beta, self.threshold, self.spike_fn(), learn_beta=self.learn, **learn)
+        return lif(self.beta, self.threshold, self.spike_fn(), learn_beta=self.learn, **learn)

@@ -14,6 +14,10 @@ Scaling convention: every surrogate here is stated as the derivative used in
 the backward pass, with its peak value at ``u = 0`` written in the docstring.
 Libraries differ (snnTorch's ``atan`` peaks at 1 for ``alpha=2``; spyx's at
 ``1/pi``), so the formulas are given in full.
+
+Each surrogate has exactly one shape parameter, always passed by its name
+(:data:`PARAMETER`: ``slope``, ``alpha``, ``width`` or ``scale``), with one
+default per name (:data:`SLOPE`, :data:`ALPHA`, :data:`WIDTH`, :data:`SCALE`).
 """
 
 from __future__ import annotations
@@ -37,7 +41,17 @@ __all__ = [
     "straight_through",
     "get",
     "SURROGATES",
+    "PARAMETER",
+    "SLOPE",
+    "ALPHA",
+    "WIDTH",
+    "SCALE",
 ]
+
+SLOPE = 25.0  # fast sigmoid and sigmoid (snnTorch's default)
+ALPHA = 2.0  # arctan (snnTorch's default: peak 1)
+WIDTH = 1.0  # triangle and boxcar (unit area)
+SCALE = 1.0  # straight-through
 
 
 def heaviside(u: Array) -> Array:
@@ -75,7 +89,7 @@ def make_spike_fn(surrogate_grad: Callable[[Array], Array], name: str = "custom"
     return spike
 
 
-def fast_sigmoid(slope: float = 25.0) -> SpikeFn:
+def fast_sigmoid(slope: float = SLOPE) -> SpikeFn:
     """SuperSpike fast sigmoid (Zenke & Ganguli 2018).
 
     Backward: ``dS/du = 1 / (1 + slope * |u|)**2``; peak 1 at ``u = 0``.
@@ -85,7 +99,7 @@ def fast_sigmoid(slope: float = 25.0) -> SpikeFn:
     return make_spike_fn(lambda u: 1.0 / (1.0 + slope * jnp.abs(u)) ** 2, "fast_sigmoid")
 
 
-def arctan(alpha: float = 2.0) -> SpikeFn:
+def arctan(alpha: float = ALPHA) -> SpikeFn:
     """Arctangent surrogate (Fang et al. 2021), snnTorch scaling.
 
     Backward: ``dS/du = (alpha/2) / (1 + (pi/2 * alpha * u)**2)``; peak
@@ -99,7 +113,7 @@ def arctan(alpha: float = 2.0) -> SpikeFn:
     )
 
 
-def sigmoid(slope: float = 25.0) -> SpikeFn:
+def sigmoid(slope: float = SLOPE) -> SpikeFn:
     """Logistic surrogate.
 
     Backward: ``dS/du = slope * sig(slope*u) * (1 - sig(slope*u))``, the
@@ -115,7 +129,7 @@ def sigmoid(slope: float = 25.0) -> SpikeFn:
     return make_spike_fn(grad, "sigmoid")
 
 
-def triangle(width: float = 1.0) -> SpikeFn:
+def triangle(width: float = WIDTH) -> SpikeFn:
     """Triangular (tent) surrogate (Esser et al. 2016; Bellec et al. 2018).
 
     Backward: ``dS/du = max(0, 1 - |u|/width) / width``: a tent of half-width
@@ -126,7 +140,7 @@ def triangle(width: float = 1.0) -> SpikeFn:
     return make_spike_fn(lambda u: jnp.maximum(0.0, 1.0 - jnp.abs(u) / width) / width, "triangle")
 
 
-def boxcar(width: float = 1.0) -> SpikeFn:
+def boxcar(width: float = WIDTH) -> SpikeFn:
     """Rectangular surrogate (Wu et al. 2018).
 
     Backward: ``dS/du = 1/width`` where ``|u| < width/2`` else 0: a box of
@@ -139,7 +153,7 @@ def boxcar(width: float = 1.0) -> SpikeFn:
     )
 
 
-def straight_through(scale: float = 1.0) -> SpikeFn:
+def straight_through(scale: float = SCALE) -> SpikeFn:
     """Straight-through estimator (Bengio et al. 2013).
 
     Backward: ``dS/du = scale`` everywhere (default 1): the step is treated
@@ -159,10 +173,31 @@ SURROGATES: dict[str, Callable[..., SpikeFn]] = {
 }
 
 
-def get(name: str, *args, **kwargs) -> SpikeFn:
-    """Spike function by name, e.g. ``get("fast_sigmoid", 25.0)`` (for configs)."""
+# The name of each surrogate's one shape parameter.
+PARAMETER: dict[str, str] = {
+    "fast_sigmoid": "slope",
+    "arctan": "alpha",
+    "sigmoid": "slope",
+    "triangle": "width",
+    "boxcar": "width",
+    "straight_through": "scale",
+}
+
+
+def get(name: str, **params: float) -> SpikeFn:
+    """Spike function by name, its parameter by name: ``get("arctan", alpha=2.0)``.
+
+    Parameters other surrogates take (``slope``, ``alpha``, ``width``,
+    ``scale``) may be passed too and are ignored, so one neuron description
+    can carry all of them; anything else is an error.
+    """
     try:
         factory = SURROGATES[name]
     except KeyError:
         raise ValueError(f"unknown surrogate {name!r}; choose one of {sorted(SURROGATES)}") from None
-    return factory(*args, **kwargs)
+    unknown = set(params) - set(PARAMETER.values())
+    if unknown:
+        raise ValueError(f"unknown surrogate parameter(s) {sorted(unknown)}; surrogates take one of "
+                         f"{sorted(set(PARAMETER.values()))} ({name!r} takes {PARAMETER[name]!r})")
+    own = PARAMETER[name]
+    return factory(**({own: params[own]} if own in params else {}))

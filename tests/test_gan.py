@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxspike import energy, gan_objective
+from jaxspike import cells, energy, gan_objective
 from jaxspike.models import gan
 
 TINY_G = dict(num_steps=4, noise_dim=16, hidden=(32, 64), channels=(8, 4))
@@ -37,8 +37,8 @@ def test_noise_spike_frequencies_follow_p():
      ("direct", "rate", "rate"), ("regular", "first_spike_interp", "rate")],
 )
 def test_generator_gets_gradients_through_spiking_discriminator(coding, readout, gradient):
-    G = gan.SpikingGenerator(**TINY_G, readout=readout, threshold=0.5)
-    D = gan.SpikingDiscriminator(**TINY_D, coding=coding, threshold=0.5, gradient=gradient)
+    G = gan.SpikingGenerator(**TINY_G, readout=readout, neuron=cells.Neuron(threshold=0.5))
+    D = gan.SpikingDiscriminator(**TINY_D, coding=coding, neuron=cells.Neuron(threshold=0.5), gradient=gradient)
     real = _real()
     state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, optax.adam(1e-3), optax.adam(1e-3))
 
@@ -53,7 +53,7 @@ def test_generator_gets_gradients_through_spiking_discriminator(coding, readout,
 
 
 def test_direct_coding_feeds_pixels_as_currents_and_counts_macs():
-    D = gan.SpikingDiscriminator(**TINY_D, coding="direct", threshold=0.5)
+    D = gan.SpikingDiscriminator(**TINY_D, coding="direct", neuron=cells.Neuron(threshold=0.5))
     real = _real(4)
     params = D.init(jax.random.key(0), real, jax.random.key(1))["params"]
     logits, aux = D.apply({"params": params}, real, jax.random.key(2))
@@ -85,8 +85,8 @@ def test_latency_code_is_single_spike_and_differentiable():
     [("ns", "spiking"), ("wgan_gp", "spiking"), ("ns", "analog"), ("hinge", "analog"), ("wgan_gp", "analog")],
 )
 def test_smoke_training_step_runs_and_updates(loss, disc):
-    G = gan.SpikingGenerator(**TINY_G, threshold=0.5)
-    D = gan.SpikingDiscriminator(**TINY_D, threshold=0.5) if disc == "spiking" else gan.AnalogDiscriminator(hidden=(32, 16))
+    G = gan.SpikingGenerator(**TINY_G, neuron=cells.Neuron(threshold=0.5))
+    D = gan.SpikingDiscriminator(**TINY_D, neuron=cells.Neuron(threshold=0.5)) if disc == "spiking" else gan.AnalogDiscriminator(hidden=(32, 16))
     g_tx, d_tx = optax.adam(2e-4, b1=0.5), optax.adam(1e-3, b1=0.5)
     real = _real()
     state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
@@ -106,7 +106,7 @@ def test_smoke_training_step_runs_and_updates(loss, disc):
 
 
 def test_sampling_is_reproducible_from_key():
-    G = gan.SpikingGenerator(**TINY_G, threshold=0.5, readout="rate")
+    G = gan.SpikingGenerator(**TINY_G, neuron=cells.Neuron(threshold=0.5), readout="rate")
     params = G.init(jax.random.key(0), G.sample_noise(jax.random.key(1), 2))["params"]
     a, _ = G.apply({"params": params}, jax.random.key(7), 5, method="generate")
     b, _ = G.apply({"params": params}, jax.random.key(7), 5, method="generate")
@@ -164,7 +164,7 @@ def test_minibatch_std_discriminator_sees_group_diversity(spiking):
     # mbstd on, D's logits depend on the group's diversity, not only on each image.
     real = _real(8)
     same = jnp.broadcast_to(real[:1], real[:4].shape)
-    D = (gan.SpikingDiscriminator(**TINY_D, coding="latency", threshold=0.5, mbstd_group=4) if spiking
+    D = (gan.SpikingDiscriminator(**TINY_D, coding="latency", neuron=cells.Neuron(threshold=0.5), mbstd_group=4) if spiking
          else gan.AnalogDiscriminator(hidden=(32, 16), mbstd_group=4))
     params = D.init(jax.random.key(0), real, jax.random.key(1))
     a, _ = D.apply(params, jnp.concatenate([real[:1], real[1:4]]), jax.random.key(2))
@@ -208,7 +208,7 @@ def test_rate_band_penalty_golden_values():
 
 
 def test_generator_reports_each_neurons_rate():
-    G = gan.SpikingGenerator(**TINY_G, threshold=0.5)
+    G = gan.SpikingGenerator(**TINY_G, neuron=cells.Neuron(threshold=0.5))
     z = G.sample_noise(jax.random.key(0), 8)
     params = G.init(jax.random.key(1), z)["params"]
     _, aux = G.apply({"params": params}, z)
@@ -222,7 +222,7 @@ def test_generator_reports_each_neurons_rate():
 def test_homeostasis_pulls_saturated_generator_neurons_into_the_band():
     # A threshold far below the drive saturates the generator's neurons; the band penalty alone
     # (through the surrogate) must bring them back below the upper bound.
-    G = gan.SpikingGenerator(**TINY_G, threshold=0.05, slope=5.0)
+    G = gan.SpikingGenerator(**TINY_G, neuron=cells.Neuron(threshold=0.05, slope=5.0))
     D = gan.AnalogDiscriminator(hidden=(16,))
     g_tx, d_tx = optax.adam(1e-2), optax.adam(1e-4)
     real = _real()
@@ -237,8 +237,8 @@ def test_homeostasis_pulls_saturated_generator_neurons_into_the_band():
 
 def test_stability_options_step_reproducibly_and_change_the_update():
     # DiffAugment shifts, consistency regularisation and feature matching in one step.
-    G = gan.SpikingGenerator(**TINY_G, threshold=0.5)
-    D = gan.SpikingDiscriminator(**TINY_D, threshold=0.5, mbstd_group=4)
+    G = gan.SpikingGenerator(**TINY_G, neuron=cells.Neuron(threshold=0.5))
+    D = gan.SpikingDiscriminator(**TINY_D, neuron=cells.Neuron(threshold=0.5), mbstd_group=4)
     g_tx, d_tx = optax.adam(2e-4, b1=0.5), optax.adam(2e-4, b1=0.5)
     real = _real()
     state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
@@ -265,7 +265,7 @@ def test_pixel_minibatch_std_sees_a_collapsed_batch_through_rate_coding():
     # whatever the coding draws; only the readout's mbstd input differs between the two batches.
     real = _real(8)
     same = jnp.broadcast_to(real[:1], real[:4].shape)
-    D = gan.SpikingDiscriminator(**TINY_D, threshold=0.5, mbstd_group=4, mbstd_source="pixels")
+    D = gan.SpikingDiscriminator(**TINY_D, neuron=cells.Neuron(threshold=0.5), mbstd_group=4, mbstd_source="pixels")
     params = D.init(jax.random.key(0), real, jax.random.key(1))
     a, _ = D.apply(params, jnp.concatenate([real[:1], real[1:4]]), jax.random.key(2))
     b, _ = D.apply(params, same, jax.random.key(2))
@@ -280,7 +280,7 @@ def test_pixel_minibatch_std_sees_a_collapsed_batch_through_rate_coding():
 def test_rate_gradient_discriminator_spikes_the_same_and_backpropagates_through_rates():
     # (the conv layers' rate gradient is checked against its formula in test_layers.py)
     real = _real(4)
-    kw = dict(TINY_D, coding="regular", threshold=0.5)
+    kw = dict(TINY_D, coding="regular", neuron=cells.Neuron(threshold=0.5))
     bptt, rated = gan.SpikingDiscriminator(**kw), gan.SpikingDiscriminator(**kw, gradient="rate")
     params = bptt.init(jax.random.key(0), real, jax.random.key(1))
     a, aux_a = bptt.apply(params, real, jax.random.key(2))

@@ -152,7 +152,7 @@ def test_gan_seed_sweep_matches_single_runs(gan_run, tmp_path):
         ("optimizer.d_learning_rate", 0.0, r"config.optimizer.d_learning_rate=0.0"),
         ("model.generator.readout", "phase", r"config.model.generator.readout='phase'"),
         ("loss.ema_decay", 1.0, r"config.loss.ema_decay=1.0"),
-        ("model.surrogate", "erf", r"config.model.surrogate='erf'"),
+        ("model.neuron.surrogate", "erf", r"config.model.neuron.surrogate=.erf.: must be one of"),
         ("model.discriminator.mbstd_group", 3, r"config.model.discriminator.mbstd_group=3: .*dividing batch_size=8"),
         ("model.discriminator.mbstd_source", "pixel", r"config.model.discriminator.mbstd_source='pixel'"),
         ("model.discriminator.gradient", "exact", r"config.model.discriminator.gradient='exact'"),

@@ -33,7 +33,7 @@ def _analytic(name, u, p):
      ("boxcar", 0.3), ("straight_through", 1.0)],
 )
 def test_gradient_matches_formula(name, param):
-    spike = surrogates.get(name, param)
+    spike = surrogates.get(name, **{surrogates.PARAMETER[name]: param})
     grads = jax.vmap(jax.grad(spike))(POINTS)
     np.testing.assert_allclose(grads, _analytic(name, POINTS, param), rtol=1e-5, atol=1e-7)
 
@@ -67,6 +67,18 @@ def test_bad_parameters_and_names():
         surrogates.triangle(-1.0)
     with pytest.raises(ValueError, match="unknown surrogate"):
         surrogates.get("relu")
+    with pytest.raises(ValueError, match="'arctan' takes 'alpha'"):
+        surrogates.get("arctan", beta=2.0)
+
+
+def test_parameters_are_passed_by_name_and_others_ignored():
+    """A neuron description carries every parameter; each surrogate reads only its own."""
+    g = jax.grad(surrogates.get("arctan", alpha=4.0, slope=99.0, width=7.0))
+    assert float(g(0.0)) == pytest.approx(2.0)  # peak alpha / 2
+    g = jax.grad(surrogates.get("triangle", alpha=4.0, width=0.5))
+    assert float(g(0.0)) == pytest.approx(2.0)  # peak 1 / width
+    with pytest.raises(TypeError):
+        surrogates.get("fast_sigmoid", 10.0)  # positional parameters are refused
 
 
 def test_works_under_jit_and_vmap():

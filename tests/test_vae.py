@@ -29,7 +29,7 @@ def _images(n=16, seed=0):
     dict(arch="conv", estimator="straight_through"),
 ])
 def test_loss_falls_on_tiny_subset(kw):
-    model = vae.SpikingVAE(**TINY, **{"threshold": 0.5, **kw})
+    model = vae.SpikingVAE(**TINY, **{"neuron": cells.Neuron(threshold=0.5), **kw})
     x = _images()
     params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
     opt = optax.adam(3e-3)
@@ -76,7 +76,7 @@ def test_straight_through_frequency_and_gradient():
 def test_estimator_gradient_points_uphill(estimator):
     # Toy objective: the expected number of latent spikes. Raising the encoder's latent bias
     # must raise it, so every estimator's gradient on that bias must be finite and positive.
-    model = vae.SpikingVAE(**{**TINY, "estimator": estimator}, threshold=0.5)
+    model = vae.SpikingVAE(**{**TINY, "estimator": estimator}, neuron=cells.Neuron(threshold=0.5))
     x = _images(32)
     params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
     bias_path = ("posterior", "bias") if estimator == "autoregressive" else ("to_latent", "bias")
@@ -176,7 +176,7 @@ def test_analog_twin_with_binary_latent():
 
 def test_autoregressive_latent_spikes_follow_candidate_fraction():
     # The FSVAE sampler picks one of k candidates uniformly: P(z = 1) = q, the firing fraction.
-    model = vae.SpikingVAE(**{**TINY, "estimator": "autoregressive", "num_candidates": 8}, threshold=0.5)
+    model = vae.SpikingVAE(**{**TINY, "estimator": "autoregressive", "num_candidates": 8}, neuron=cells.Neuron(threshold=0.5))
     x = jnp.repeat(_images(2), 128, axis=0)
     params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
     _, aux = model.apply({"params": params}, x, jax.random.key(2))
@@ -189,7 +189,7 @@ def test_autoregressive_latent_spikes_follow_candidate_fraction():
 
 
 def test_spike_penalty_counts_decoder_spikes_and_lowers_them():
-    model = vae.SpikingVAE(**TINY, threshold=0.5)
+    model = vae.SpikingVAE(**TINY, neuron=cells.Neuron(threshold=0.5))
     x = _images(8)
     params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
     key = jax.random.key(2)
@@ -235,7 +235,7 @@ def test_uniform_rate_kl_matches_exact_kl_on_enumerated_trains():
 
 
 def test_uniform_rate_prior_draws_one_rate_per_sample_and_trains():
-    model = vae.SpikingVAE(**{**TINY, "num_steps": 16}, prior="uniform_rate", threshold=0.5)
+    model = vae.SpikingVAE(**{**TINY, "num_steps": 16}, prior="uniform_rate", neuron=cells.Neuron(threshold=0.5))
     x = _images(8)
     params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
     z, _ = model.apply({"params": params}, jax.random.key(5), 4000, method="sample_prior")
@@ -283,7 +283,7 @@ def test_mixture_kl_bounds_the_exact_kl_and_is_exact_for_one_component():
 
 
 def test_mixture_prior_samples_one_component_per_sample():
-    model = vae.SpikingVAE(**{**TINY, "num_steps": 16}, prior="mixture", num_components=2, threshold=0.5)
+    model = vae.SpikingVAE(**{**TINY, "num_steps": 16}, prior="mixture", num_components=2, neuron=cells.Neuron(threshold=0.5))
     x = _images(8)
     params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
     # Two components: all units at rate 0.9, or all at 0.1, mixed 3:1.

@@ -60,15 +60,6 @@ MBSTD_SOURCES = ("rates", "pixels")
 D_GRADIENTS = ("surrogate", "rate")
 
 
-def _lif(module) -> cells.Cell:
-    """The LIF cell of a generator or discriminator from its neuron fields."""
-    learn = module.learn_neuron
-    return cells.lif(
-        module.beta, module.threshold, surrogates.get(module.surrogate, module.slope),
-        learn_beta=learn, learn_threshold=learn, per_neuron=learn,
-    )
-
-
 def _neuron_rates(spikes: Array) -> Array:
     """Each neuron's (or channel's) firing rate over time, batch and positions: ``[N]``."""
     return jnp.mean(spikes.reshape(-1, spikes.shape[-1]), axis=0)
@@ -106,6 +97,11 @@ def regular_code_st(x: Array, num_steps: int) -> Array:
     return x_seq + jax.lax.stop_gradient(hard - x_seq)
 
 
+# Surrogate slope of the differentiable latency code: its argument is a pixel intensity
+# minus a bin level (unit scale), not a membrane potential, so it has its own constant.
+LATENCY_CODE_SLOPE = 10.0
+
+
 def latency_code_st(x: Array, num_steps: int, spike_fn: surrogates.SpikeFn | None = None) -> Array:
     """Linear latency code ``[T, B, ...]`` that is differentiable in ``x``.
 
@@ -113,9 +109,10 @@ def latency_code_st(x: Array, num_steps: int, spike_fn: surrogates.SpikeFn | Non
     time-to-first-spike, brighter = earlier). Writing the cumulative code
     ``c_t = H(x - 1 + t/(T-1) + eps)`` with a surrogate ``H``, the spike train
     ``s_t = c_t - c_{t-1}`` has one spike per input (none for ``x = 0``
-    when ``eps`` is below half a bin) and a gradient to ``x``.
+    when ``eps`` is below half a bin) and a gradient to ``x`` (by default the
+    fast sigmoid of slope :data:`LATENCY_CODE_SLOPE`).
     """
-    spike_fn = spike_fn or surrogates.fast_sigmoid(10.0)
+    spike_fn = spike_fn or surrogates.fast_sigmoid(LATENCY_CODE_SLOPE)
     denom = max(num_steps - 1, 1)
     levels = 1.0 - jnp.arange(num_steps, dtype=x.dtype) / denom
     levels = levels.reshape((num_steps,) + (1,) * x.ndim)
@@ -154,8 +151,9 @@ class SpikingGenerator(nn.Module):
       image_shape: ``(H, W, C)``.
       arch: ``"mlp"`` (``hidden`` widths) or ``"conv"`` (``channels``, DCGAN-like).
       readout: one of :data:`READOUTS`.
-      beta, threshold, slope: LIF constants; ``learn_neuron`` trains per-neuron
-        beta and threshold (snnTorch-style trainable hyper-parameters).
+      neuron: the spiking neurons (:class:`jaxspike.cells.Neuron`); its
+        ``learn`` trains per-neuron decay and threshold (snnTorch-style
+        trainable hyper-parameters).
       current_norm: standardise each hidden layer's input current per example
         and step (:class:`jaxspike.layers.SpikingDense`), so that its neurons
         can neither saturate nor fall silent as the weights grow.
@@ -170,11 +168,7 @@ class SpikingGenerator(nn.Module):
     channels: Sequence[int] = (64, 32)
     readout: str = "membrane"
     noise_rates: str = "fixed"
-    beta: float = 0.9
-    threshold: float = 1.0
-    surrogate: str = "fast_sigmoid"
-    slope: float = 25.0
-    learn_neuron: bool = False
+    neuron: cells.Neuron = cells.Neuron()
     current_norm: bool = False
     hoist: bool | None = None
 
@@ -188,14 +182,14 @@ class SpikingGenerator(nn.Module):
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("readout", self.readout, READOUTS)
         interp = self.readout == "first_spike_interp"
-        if interp and self.learn_neuron:
+        if interp and self.neuron.learn:
             raise ValueError(
                 "readout='first_spike_interp' reads the crossing time against the fixed threshold; "
-                "it cannot be combined with learn_neuron=True"
+                "it cannot be combined with a learned threshold (neuron.learn=True)"
             )
         h, w, c = self.image_shape
-        cell = _lif(self)
-        drive = nn.initializers.constant(0.5 * self.threshold)
+        cell = self.neuron.cell()
+        drive = nn.initializers.constant(0.5 * self.neuron.threshold)
         if self.arch == "mlp":
             self.hidden_layers = [
                 layers.SpikingDense(n, cell=cell, hoist=self.hoist, current_norm=self.current_norm) for n in self.hidden
@@ -277,7 +271,7 @@ class SpikingGenerator(nn.Module):
             img = encoding.first_spike_intensity(out)
         else:
             membrane = aux["g_out"].pop("membrane")
-            img = encoding.interpolated_first_spike_intensity(out, membrane, self.threshold)
+            img = encoding.interpolated_first_spike_intensity(out, membrane, self.neuron.threshold)
             # Per output neuron: two subtractions, a division and the time arithmetic (~4 ops).
             aux["g_out"]["macs"] = aux["g_out"]["macs"] + 4.0 * float(h * w * c)
         return img.reshape((batch, h, w, c)), aux
@@ -344,11 +338,7 @@ class SpikingDiscriminator(nn.Module):
     arch: str = "mlp"
     hidden: Sequence[int] = (512, 256)
     channels: Sequence[int] = (32, 64)
-    beta: float = 0.9
-    threshold: float = 1.0
-    surrogate: str = "fast_sigmoid"
-    slope: float = 25.0
-    learn_neuron: bool = False
+    neuron: cells.Neuron = cells.Neuron()
     hoist: bool | None = None
     mbstd_group: int = 0
     mbstd_source: str = "rates"
@@ -360,10 +350,10 @@ class SpikingDiscriminator(nn.Module):
         encoding.check_num_steps(self.num_steps)
         _check_choice("coding", self.coding, CODINGS)
         _check_choice("gradient", self.gradient, D_GRADIENTS)
-        rate_grad = self.threshold if self.gradient == "rate" else 0.0
+        rate_grad = self.neuron.threshold if self.gradient == "rate" else 0.0
         _check_choice("mbstd_source", self.mbstd_source, MBSTD_SOURCES)
         _check_choice("arch", self.arch, ARCHS)
-        cell = _lif(self)
+        cell = self.neuron.cell()
         if self.arch == "mlp":
             kinds = ["analog" if self.coding == "direct" else "spikes"] + ["spikes"] * (len(self.hidden) - 1)
             self.feature_layers = [

@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspike import cells, encoding, layers, losses, noise, surrogates
+from jaxspike import cells, encoding, layers, losses, noise
 from jaxspike.models import stdp_frontend
 
 Array = jax.Array
@@ -187,10 +187,8 @@ class SpikingVAE(nn.Module):
       num_candidates: ``k`` of the autoregressive sampler.
       num_components: ``K`` of the mixture prior.
       readout: decoder output, one of :data:`READOUTS`.
-      beta, threshold: LIF decay and threshold.
-      surrogate, slope: surrogate name (:data:`jaxspike.surrogates.SURROGATES`)
-        and its slope/width parameter.
-      learn_neuron: learn per-neuron beta and threshold.
+      neuron: the spiking neurons of every layer (:class:`jaxspike.cells.Neuron`:
+        kind, decay, threshold, surrogate, learnable or not).
       latent_init_gain: init scale of the encoder's latent readout.
       latent_beta: leak of the non-spiking latent readout (0 = the logit of
         step t reads only step t's encoder spikes).
@@ -215,11 +213,7 @@ class SpikingVAE(nn.Module):
     num_candidates: int = 20
     num_components: int = 64
     readout: str = "membrane"
-    beta: float = 0.9
-    threshold: float = 1.0
-    slope: float = 25.0
-    surrogate: str = "fast_sigmoid"
-    learn_neuron: bool = False
+    neuron: cells.Neuron = cells.Neuron()
     latent_init_gain: float = 1.0
     latent_beta: float = 0.0
     hoist: bool | None = None
@@ -250,19 +244,9 @@ class SpikingVAE(nn.Module):
             if h % 4 or w % 4:
                 raise ValueError(f"the conv VAE needs H and W divisible by 4, got image_shape {self.image_shape}")
 
-    def _cell(self) -> cells.Cell:
-        return cells.lif(
-            self.beta,
-            self.threshold,
-            surrogates.get(self.surrogate, self.slope),
-            learn_beta=self.learn_neuron,
-            learn_threshold=self.learn_neuron,
-            per_neuron=self.learn_neuron,
-        )
-
     def setup(self):
         self._validate()
-        cell = self._cell()
+        cell = self.neuron.cell()
         norm = self.current_norm
         dense = lambda n, **kw: layers.SpikingDense(n, cell=cell, hoist=self.hoist, current_norm=norm, **kw)  # noqa: E731
         if self.arch == "mlp":
@@ -280,7 +264,7 @@ class SpikingVAE(nn.Module):
             self.dec_layers = [dense((h // 4) * (w // 4) * self.channels[-1])]
             self.deconv_layers = [deconv(self.channels[0], cell=cell)]
         if self.estimator == "autoregressive":
-            self.posterior = _AutoregressiveSpikes(self.latent, self.num_candidates, cell, self.threshold)
+            self.posterior = _AutoregressiveSpikes(self.latent, self.num_candidates, cell, self.neuron.threshold)
         else:
             self.to_latent = layers.DenseReadout(
                 self.latent,
@@ -289,7 +273,7 @@ class SpikingVAE(nn.Module):
                 kernel_init=nn.initializers.variance_scaling(self.latent_init_gain**2, "fan_in", "truncated_normal"),
             )
         if self.prior == "autoregressive":
-            self.prior_net = _AutoregressiveSpikes(self.latent, self.num_candidates, cell, self.threshold)
+            self.prior_net = _AutoregressiveSpikes(self.latent, self.num_candidates, cell, self.neuron.threshold)
         if self.prior == "mixture":
             # Components start at nearly equal rates (0.5, jittered by 1 %) and equal weights,
             # so every component shares the early posteriors and the components split as
@@ -311,7 +295,7 @@ class SpikingVAE(nn.Module):
         else:
             # Output neurons start with a drive of half the threshold per step so every pixel
             # fires early on: a silent output gets (almost) no surrogate gradient.
-            drive = nn.initializers.constant(0.5 * self.threshold)
+            drive = nn.initializers.constant(0.5 * self.neuron.threshold)
             if self.arch == "mlp":
                 self.out_layer = layers.SpikingDense(self.out_dim, cell=cell, hoist=self.hoist, bias_init=drive)
             else:

@@ -49,7 +49,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxspike import data as data_lib
 from jaxspike import energy as energy_lib
 from jaxspike import gan_objective
-from jaxspike import surrogates
+from jaxspike import cells
 from jaxspike.models import gan as gan_lib
 from jaxspike.models import vae as vae_lib
 from jaxspike.train import io
@@ -199,12 +199,7 @@ def _validate_gan(config: ml_collections.ConfigDict) -> None:
         _validate_widths(f"model.discriminator.{field}", d[field])
     if m.name == "gan" or m.disc == "spiking":
         _require(_is_int(m.num_steps) and m.num_steps >= 1, "model.num_steps", m.num_steps, "time steps T must be an int >= 1")
-        _require(0.0 <= m.beta <= 1.0, "model.beta", m.beta, "LIF decay must lie in [0, 1]")
-        _require(m.threshold > 0, "model.threshold", m.threshold, "threshold must be > 0")
-        _require(m.slope > 0, "model.slope", m.slope, "surrogate slope must be > 0")
-        surrogate = m.get("surrogate", "fast_sigmoid")
-        _require(surrogate in surrogates.SURROGATES, "model.surrogate", surrogate,
-                 f"supported: {', '.join(surrogates.SURROGATES)}")
+        _neuron(m)
     group = d.get("mbstd_group", 0)
     _require(_is_int(group) and (group == 0 or (group >= 2 and config.batch_size % group == 0)),
              "model.discriminator.mbstd_group", group, f"must be 0 (off) or an int >= 2 dividing batch_size={config.batch_size}")
@@ -254,12 +249,21 @@ def _validate_vae(config: ml_collections.ConfigDict) -> None:
     for field in ("encoder", "decoder"):
         widths = tuple(m[field])
         _require(all(_is_int(w) and w >= 1 for w in widths), f"model.{field}", widths, "layer widths must be ints >= 1")
-    _require(0.0 <= m.beta <= 1.0, "model.beta", m.beta, "LIF decay must lie in [0, 1]")
-    _require(m.threshold > 0, "model.threshold", m.threshold, "threshold must be > 0")
+    _neuron(m)
     _require(0.0 < m.prior_p < 1.0, "model.prior_p", m.prior_p, "prior firing probability must lie in (0, 1)")
     cache = config.get("frontend_cache", True)
     _require(isinstance(cache, bool), "frontend_cache", cache, "must be True or False")
     _validate_optimizer(config.optimizer, ("learning_rate",))
+
+
+def _neuron(m: ml_collections.ConfigDict) -> cells.Neuron:
+    """``config.model.neuron`` as a :class:`~jaxspike.cells.Neuron`; a bad field is a ConfigError."""
+    try:
+        return cells.Neuron(**m.neuron)
+    except ValueError as err:  # names the field: "neuron.<field>=<value>: ..."
+        raise ConfigError(f"config.model.{err}") from None
+    except TypeError as err:  # an unknown field
+        raise ConfigError(f"config.model.neuron: {err}") from None
 
 
 def _validate_optimizer(o: ml_collections.ConfigDict, rate_fields: tuple[str, ...]) -> None:
@@ -338,6 +342,7 @@ def make_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ..
         if field not in known or field in ("image_shape", "parent", "name"):
             raise ConfigError(f"config.model.{field}: not an attribute of SpikingVAE (known: {', '.join(sorted(known - {'parent', 'name', 'image_shape'}))})")
         kwargs[field] = tuple(value) if isinstance(value, (list, tuple)) else value
+    kwargs["neuron"] = _neuron(m)
     try:
         model = vae_lib.SpikingVAE(image_shape=tuple(int(d) for d in image_shape), **kwargs)
         model._validate() if hasattr(model, "_validate") else None
@@ -392,8 +397,7 @@ def make_gan_models(config: ml_collections.ConfigDict, image_shape: tuple[int, .
     m = config.model
     g, d = m.generator, m.discriminator
     image_shape = tuple(int(x) for x in image_shape)
-    lif = dict(beta=m.beta, threshold=m.threshold, surrogate=m.get("surrogate", "fast_sigmoid"), slope=m.slope,
-               learn_neuron=bool(m.get("learn_neuron", False)))
+    lif = dict(neuron=_neuron(m))
     if m.name == "gan":
         generator = gan_lib.SpikingGenerator(
             num_steps=int(g.get("num_steps", 0)) or m.num_steps, noise_dim=m.noise_dim, noise_p=m.noise_p, noise_rates=m.get("noise_rates", "fixed"),

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
+
+from jaxspike import cells
+
+
+def neuron(**fields) -> ml_collections.ConfigDict:
+    """Every field of :class:`jaxspike.cells.Neuron`, its defaults overridden by ``fields``
+    (so each can be set from the command line: ``--config.model.neuron.alpha=4``)."""
+    return ml_collections.ConfigDict(dataclasses.asdict(cells.Neuron(**fields)))
 
 
 def use_full_data(config: ml_collections.ConfigDict, name: str) -> None:

@@ -65,6 +65,7 @@ from __future__ import annotations
 import ml_collections
 
 from launch import configs
+from launch.configs import neuron
 
 VARIANTS = ("smoke", "analog", "hybrid", "stdp", "mnist", "fashion_mnist", "cifar10", "celeb_a")
 
@@ -95,13 +96,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.noise_p = 0.5  # noise firing probability per step (noise_rates="fixed")
     config.model.noise_rates = "uniform"  # per-sample rates p ~ U(0,1)^Z (spiking G); "fixed": noise_p for all
     config.model.noise = "gaussian"  # analog_gan only: "gaussian" | "uniform" | "binary"
-    config.model.beta = 0.9  # LIF decay, shared by G and D
-    config.model.threshold = 0.5
-    config.model.surrogate = "fast_sigmoid"  # jaxspike.surrogates.SURROGATES
-    # Surrogate slope (arctan: alpha). 10 since 2026-12-05: FID 18.8 against 25.6 at snnTorch's 25 at
-    # 10,000 steps, 3 seeds each (results/gan.md).
-    config.model.slope = 10.0
-    config.model.learn_neuron = False  # per-neuron trainable beta and threshold (snnTorch-style)
+    # LIF neurons shared by G and D (jaxspike.cells.Neuron). Surrogate slope 10: FID 18.8 against 25.6
+    # at snnTorch's 25 at 10,000 steps, 3 seeds each (results/gan.md).
+    config.model.neuron = neuron(beta=0.9, threshold=0.5, surrogate="fast_sigmoid", slope=10.0)
     config.model.generator = ml_collections.ConfigDict()
     config.model.generator.num_steps = 0  # the generator's own T (0 = model.num_steps, shared with D)
     config.model.generator.arch = "mlp"  # "mlp" (hidden) or "conv" (channels, DCGAN-like)

@@ -125,6 +125,7 @@ from __future__ import annotations
 import ml_collections
 
 from launch import configs
+from launch.configs import neuron
 
 TFDS_VARIANTS = ("mnist", "fashion_mnist", "celeb_a")
 
@@ -158,12 +159,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.latent = 128
     config.model.encoder = (512, 256)
     config.model.decoder = (256, 512)
-    config.model.beta = 0.9
-    config.model.threshold = 1.0
     # snnTorch's default surrogate (arctan, peak 1); the sharper fast sigmoid
     # (slope 25) starves the encoder of gradient (see the docstring).
-    config.model.surrogate = "arctan"
-    config.model.slope = 2.0
+    config.model.neuron = neuron(beta=0.9, threshold=1.0, surrogate="arctan", alpha=2.0)
     config.model.prior_p = 0.5
     config.model.num_components = 64  # K of the learned mixture prior (model.prior="mixture")
     # Per-example, per-step normalised hidden-layer currents (layers.SpikingDense
