@@ -1,6 +1,6 @@
 """Benchmark: a training step of the STDP-fronted spiking VAE, cached or not, against the default VAE.
 
-    python bench/stdp_vae_step.py --frontend=$HOME/.cache/jaxspike/stdp_frontend
+    python -m bench.stdp_vae_step --frontend=$HOME/.cache/jaxspike/stdp_frontend
 
 Three jitted training steps as the loop builds them (``launch/configs/vae.py``
 and its ``:stdp`` variant, batch 128, the same 128 mnist5k training digits):
@@ -26,11 +26,9 @@ Prints one JSON line per step and one for the cache.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
@@ -38,11 +36,11 @@ import numpy as np  # noqa: E402
 
 from bench import _common  # noqa: E402
 from jaxspike import data  # noqa: E402
-from jaxspike.models import stdp_frontend  # noqa: E402
-from jaxspike.train import loop  # noqa: E402
+from jaxspike.local import stdp as local_stdp  # noqa: E402
+from jaxspike import families  # noqa: E402
 from launch.configs import vae as vae_config  # noqa: E402
 
-flags.DEFINE_string("frontend", stdp_frontend.default_dir(), "launch.stdp run folder of the front end.")
+flags.DEFINE_string("frontend", local_stdp.default_dir(), "launch.stdp run folder of the front end.")
 flags.DEFINE_integer("steps", 4, "Front-end bins (the :stdp variant's ?steps=4).")
 flags.DEFINE_integer("repeats", 20, "Timed rounds.")
 FLAGS = flags.FLAGS
@@ -62,13 +60,11 @@ def _gemms(config, num_inputs: int) -> list[tuple[int, int, int]]:
 
 
 def _step(config, images: np.ndarray):
-    objective = loop.make_objective(config, (28, 28, 1))
-    program = loop.make_program(config, objective)
+    objective = families.build(config, (28, 28, 1))
     batch = {"image": images}
-    if objective.precompute is not None:  # the cached step reads the features of the same digits
-        batch.update(objective.precompute(images))
-    state = jax.jit(program.init_state)(jax.random.key(0), batch)
-    step = jax.jit(program.step)
+    batch.update(objective.precompute(images))  # the cached step reads the features of the same digits
+    state = jax.jit(objective.init)(jax.random.key(0), batch)
+    step = jax.jit(objective.step)
     key = jax.random.key(1)
     return lambda: step(state, batch, key)[1]["loss"], objective
 
@@ -81,7 +77,7 @@ def main(_):
         config = vae_config.get_config()
         if cache is not None:
             config.model.frontend = spec
-            config.frontend_cache = cache
+            config.model.frontend_cache = cache
         if name.endswith("e256"):
             config.model.encoder = (256,)
         configs[name] = config
@@ -104,7 +100,7 @@ def main(_):
             jax.block_until_ready(fn())
             times[name].append(time.perf_counter() - t0)
     times = {k: np.asarray(v) for k, v in times.items()}
-    features = stdp_frontend.load(spec).num_features
+    features = local_stdp.load_frontend(spec).num_features
     for name, t in times.items():
         record = {
             "bench": "stdp_vae_step",

@@ -1,6 +1,6 @@
 """Benchmark: one training step of the fully-connected spiking VAE.
 
-    python bench/svae_step.py
+    python -m bench.svae_step
 
 T = 16, batch 128, Adam 1e-3; input spikes Bernoulli(pixel) each step;
 encoder 784 -> 512 LIF -> 256 LIF -> linear 256 -> 128 per-step Bernoulli
@@ -20,10 +20,8 @@ for the first layer (its input is data).
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
@@ -32,6 +30,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from bench import _common  # noqa: E402
+from jaxspike.families import vae as vae_family  # noqa: E402
 from jaxspike.models import vae  # noqa: E402
 
 flags.DEFINE_integer("T", 16, "time steps")
@@ -65,7 +64,7 @@ def main(_):
 
     @jax.jit
     def train_step(params, opt_state, images, key):
-        grads, terms = jax.grad(lambda p: vae.elbo_loss(model, p, images, key), has_aux=True)(params)
+        grads, terms = jax.grad(lambda p: vae_family.elbo_loss(model, p, images, key), has_aux=True)(params)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, terms["loss"]
 

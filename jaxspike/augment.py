@@ -8,6 +8,11 @@ Platt 2003, "Best practices for convolutional neural networks applied to
 visual document analysis", ICDAR). The image is resampled at the displaced
 coordinates by bilinear interpolation, zero outside, and clipped to [0, 1].
 
+:func:`translate` shifts each image by a random whole number of pixels, a
+differentiable augmentation a discriminator can be trained through
+(DiffAugment, Zhao et al. 2020, "Differentiable augmentation for
+data-efficient GAN training").
+
 Pure JAX: the same key gives the same images on any backend, and the whole
 batch is one vmapped, jit-able computation.
 """
@@ -20,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy import ndimage
 
-__all__ = ["distort_images"]
+__all__ = ["distort_images", "translate"]
 
 
 def _gaussian_kernel(sigma: float) -> jax.Array:
@@ -93,3 +98,23 @@ def distort_images(
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(images.shape[0]))
     one = lambda k, im: _distort_one(k, im, float(rotate_deg), float(zoom), float(shift), float(alpha), kernel)
     return jax.vmap(one)(keys, jnp.asarray(images, jnp.float32))
+
+
+def translate(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array:
+    """Shifts each image of ``[B, H, W, C]`` by its own random offset in
+    ``[-max_shift, max_shift]^2`` pixels, filling with zeros; differentiable in
+    the pixels (a gather)."""
+    if images.ndim != 4:
+        raise ValueError(f"translate expects images [B, H, W, C], got shape {tuple(images.shape)}")
+    if max_shift < 0:
+        raise ValueError(f"augment shift must be >= 0 pixels, got {max_shift}")
+    if max_shift == 0:
+        return images
+    batch, height, width, _ = images.shape
+    offsets = jax.random.randint(key, (batch, 2), 0, 2 * max_shift + 1)
+    padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
+
+    def crop(image, offset):
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, image.shape[-1]))
+
+    return jax.vmap(crop)(padded, offsets)

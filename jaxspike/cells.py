@@ -332,7 +332,7 @@ class Neuron:
 
     def __post_init__(self):
         def bad(field, what):
-            raise ValueError(f"neuron.{field}={getattr(self, field)!r}: {what}")
+            raise ValueError(f"Neuron {field}={getattr(self, field)!r}: {what}")
 
         if self.kind not in KINDS:
             bad("kind", f"must be one of {KINDS}")

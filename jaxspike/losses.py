@@ -9,6 +9,13 @@ Array = jax.Array
 
 __all__ = [
     "bernoulli_nll",
+    "gaussian_nll",
+    "gaussian_kl",
+    "mmd_psp",
+    "GAN_LOSSES",
+    "gan_d_loss",
+    "gan_g_loss",
+    "rate_band_penalty",
     "bernoulli_kl",
     "bernoulli_kl_per_unit",
     "uniform_rate_kl_per_unit",
@@ -28,6 +35,42 @@ def bernoulli_nll(logits: Array, targets: Array) -> Array:
         raise ValueError(f"logits {logits.shape} and targets {targets.shape} differ in shape")
     per_pixel = jnp.logaddexp(0.0, logits) - targets * logits
     return jnp.sum(per_pixel.reshape(per_pixel.shape[0], -1), axis=1)
+
+
+def gaussian_nll(logits: Array, targets: Array, sigma: float) -> Array:
+    """``sum (sigmoid(l) - x)^2 / (2 sigma^2)`` per example: a Gaussian likelihood of
+    fixed ``sigma`` around the pixel means, without its constant."""
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits {logits.shape} and targets {targets.shape} differ in shape")
+    sq = (jax.nn.sigmoid(logits) - targets) ** 2
+    return jnp.sum(sq.reshape(sq.shape[0], -1), axis=1) / (2.0 * sigma**2)
+
+
+def gaussian_kl(mu: Array, logvar: Array) -> Array:
+    """``KL(N(mu, exp(logvar)) || N(0, I)) = 1/2 sum (exp(logvar) + mu^2 - 1 - logvar)`` per example ``[B]``."""
+    return 0.5 * jnp.sum(jnp.exp(logvar) + mu**2 - 1.0 - logvar, axis=1)
+
+
+def mmd_psp(q: Array, p: Array, tau_syn: float = 2.0) -> Array:
+    """Squared distance between PSP-filtered posterior and prior spike probabilities.
+
+    The Fully Spiking VAE compares posterior and prior spike trains after
+    filtering them with a post-synaptic-potential kernel (Kamata et al. 2022,
+    sec. 3.3). Here both ``[T, B, L]`` probability sequences are filtered with
+    ``psp_t = (1 - 1/tau) psp_{t-1} + x_t / tau`` and compared per example:
+    ``sum_{t, l} (psp(q) - psp(p))^2`` -> ``[B]``.
+    """
+    decay = 1.0 - 1.0 / tau_syn
+
+    def filt(seq):
+        def step(c, x):
+            c = decay * c + x / tau_syn
+            return c, c
+
+        return jax.lax.scan(step, jnp.zeros_like(seq[0]), seq)[1]
+
+    diff = filt(q) - filt(jnp.broadcast_to(p, q.shape))
+    return jnp.sum(jnp.moveaxis(diff, 1, 0).reshape(q.shape[1], -1) ** 2, axis=1)
 
 
 def bernoulli_kl(q: Array, p: Array | float, *, batch_axis: int = 0, eps: float = 1e-6) -> Array:
@@ -153,3 +196,59 @@ def gaussian_mixture_kl(mu: Array, logvar: Array, means: Array, logvars: Array, 
     kl_bkl = 0.5 * (logvars[None] - logvar[:, None, :] + (var + (mu[:, None, :] - means[None]) ** 2)
                     * jnp.exp(-logvars[None]) - 1.0)
     return mixture_bound(kl_bkl, mixture_logits)
+
+
+# ---------------------------------------------------------------------------
+# GAN losses and the generator's activity band.
+
+GAN_LOSSES = ("ns", "hinge", "wgan_gp")
+
+
+def gan_d_loss(kind: str, d_real: Array, d_fake: Array) -> Array:
+    """Per-example discriminator loss on logits (without gradient penalties).
+
+    * ``ns`` (non-saturating; Goodfellow et al. 2014):
+      ``softplus(-d_real) + softplus(d_fake)``;
+    * ``hinge`` (Lim & Ye 2017): ``relu(1 - d_real) + relu(1 + d_fake)``;
+    * ``wgan_gp`` (Gulrajani et al. 2017): ``d_fake - d_real`` (the gradient
+      penalty is added by the GAN step).
+    """
+    if kind == "ns":
+        return jax.nn.softplus(-d_real) + jax.nn.softplus(d_fake)
+    if kind == "hinge":
+        return jax.nn.relu(1.0 - d_real) + jax.nn.relu(1.0 + d_fake)
+    if kind == "wgan_gp":
+        return d_fake - d_real
+    raise ValueError(f"GAN loss must be one of {GAN_LOSSES}, got {kind!r}")
+
+
+def gan_g_loss(kind: str, d_fake: Array) -> Array:
+    """Per-example generator loss: ``softplus(-d_fake)`` (``ns``) or ``-d_fake`` (``hinge``, ``wgan_gp``)."""
+    if kind == "ns":
+        return jax.nn.softplus(-d_fake)
+    if kind in ("hinge", "wgan_gp"):
+        return -d_fake
+    raise ValueError(f"GAN loss must be one of {GAN_LOSSES}, got {kind!r}")
+
+
+def check_band(band) -> tuple[float, float]:
+    """``(lo, hi)`` of a firing-rate band, checked: ``0 <= lo < hi <= 1``."""
+    lo, hi = band
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"homeostasis band must satisfy 0 <= lo < hi <= 1, got {tuple(band)}")
+    return lo, hi
+
+
+def rate_band_penalty(rates, band: tuple[float, float]) -> Array:
+    """``sum_l mean_j (relu(r_lj - hi)^2 + relu(lo - r_lj)^2)`` over layers' per-neuron rates ``r_l [N_l]``.
+
+    The upper and lower activity regularisers of Zenke & Vogels 2021 ("The
+    remarkable robustness of surrogate gradient learning for instilling
+    complex function in spiking neural networks") as a band: a neuron that
+    fires at every step carries no noise and, far above threshold, passes no
+    surrogate gradient, so it could never recover.
+    """
+    lo, hi = check_band(band)
+    if not rates:
+        raise ValueError("the rate band penalty needs spiking layers with per-neuron rates (a spiking generator)")
+    return sum(jnp.mean(jax.nn.relu(r - hi) ** 2 + jax.nn.relu(lo - r) ** 2) for r in rates)

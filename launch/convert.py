@@ -53,21 +53,18 @@ def main(argv):
     import numpy as np
 
     from jaxspike import convert, energy, metrics
-    from jaxspike.models import gan as gan_lib
-    from jaxspike.models import vae as vae_lib
+    from jaxspike.families import gan as gan_family
+    from jaxspike.families import vae as vae_family
     from jaxspike.train import io, loop
 
     try:
-        config, objective, params, image_shape = loop.load_trained(_WORKDIR.value)
+        config, objective, state, image_shape = loop.load_trained(_WORKDIR.value)
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
     m = config.model
     if m.name == "analog_gan":
-        g = m.generator
-        model = gan_lib.AnalogGenerator(
-            noise_dim=m.noise_dim, image_shape=tuple(image_shape), arch=g.arch, hidden=tuple(g.hidden),
-            channels=tuple(g.channels), noise=m.get("noise", "gaussian"), noise_p=m.noise_p,
-        )
+        model, _ = gan_family.make_models(config, image_shape)
+        params = state.g_ema
         net = convert.from_analog_generator(model, params)
         noise_kind, noise_dim = model.noise, m.noise_dim
 
@@ -77,11 +74,8 @@ def main(argv):
         def analog_images(z):
             return model.apply({"params": params}, z)[0]
     elif m.name == "analog_vae":
-        model = vae_lib.AnalogVAE(
-            latent=m.latent, image_shape=tuple(image_shape), arch=m.arch, encoder=tuple(m.encoder),
-            decoder=tuple(m.decoder), channels=tuple(m.get("channels", (32, 64))),
-            latent_kind=m.get("latent_kind", "gaussian"), prior_p=m.prior_p,
-        )
+        model = vae_family.make_model(config, image_shape)
+        params = state.params
         net = convert.from_analog_vae_decoder(model, params)
         noise_kind = "binary" if model.latent_kind == "bernoulli" else "gaussian"
         noise_dim = m.latent

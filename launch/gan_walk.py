@@ -44,17 +44,18 @@ def main(argv):
     import jax
 
     from jaxspike import train
+    from jaxspike.families import gan as gan_family
     from jaxspike.models import gan as gan_lib
     from jaxspike.train import io
 
     try:
-        config, _, params, image_shape = train.load_trained(_WORKDIR.value)
+        config, _, state, image_shape = train.load_trained(_WORKDIR.value)
     except (FileNotFoundError, train.ConfigError) as err:
         _fail(str(err))
-    generator = train.make_gan_models(config, image_shape)[0] if config.model.name == "gan" else None
-    if not isinstance(generator, gan_lib.SpikingGenerator):
+    if config.model.name != "gan":
         _fail(f"--workdir={_WORKDIR.value!r} holds a {config.model.name!r} model; a latent walk needs a spiking GAN (gan)")
-    images = gan_lib.latent_walk(generator, params, jax.random.key(_SEED.value), _ROWS.value, _COLS.value)
+    generator, _ = gan_family.make_models(config, image_shape)
+    images = gan_lib.latent_walk(generator, state.g_ema, jax.random.key(_SEED.value), _ROWS.value, _COLS.value)
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
     io.save_image_grid(_OUT.value, jax.device_get(images), cols=_COLS.value)
     print(f"launch.gan_walk: wrote {_ROWS.value} walks of {_COLS.value} images to {_OUT.value}")

@@ -3,9 +3,8 @@
     python -m launch.sample --workdir=/tmp/svae --num=1000 --out=/tmp/svae/samples.npy [--seed=0]
 
 The array is ``float32 [N, H, W, C]`` in [0, 1], shaped like the training
-data: the decoder's Bernoulli means for a VAE, the images of the generator's
-exponential moving average (``GANState.g_ema``) for a GAN (``gan``,
-``analog_gan``). Sample ``i`` depends only on
+data, as the model family's ``sample`` draws them (a VAE: the decoder's
+Bernoulli means; a GAN: the images of the generator's moving average). Sample ``i`` depends only on
 ``--seed`` and ``i`` (chunks of ``--chunk`` use keys ``fold_in(key(seed),
 chunk)``), so a larger ``--num`` extends a smaller one. For a seed sweep,
 point ``--workdir`` at one run, e.g. ``W/seed_2``.
@@ -53,11 +52,11 @@ def main(argv):
     from jaxspike import train
 
     try:
-        _, objective, params, image_shape = train.load_trained(_WORKDIR.value)
+        _, objective, state, image_shape = train.load_trained(_WORKDIR.value)
     except (FileNotFoundError, train.ConfigError) as err:
         _fail(str(err))
-    generate = jax.jit(objective.generate, static_argnums=2)
-    samples = train.generate_samples(generate, params, jax.random.key(_SEED.value), _NUM.value, _CHUNK.value)
+    sample = jax.jit(objective.sample, static_argnums=2)
+    samples = train.generate_samples(sample, state, jax.random.key(_SEED.value), _NUM.value, _CHUNK.value)
     samples = np.clip(samples.astype(np.float32), 0.0, 1.0)
     assert samples.shape == (_NUM.value,) + tuple(image_shape), samples.shape
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)

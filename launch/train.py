@@ -74,7 +74,7 @@ def main(argv):
     except train.TrainingInterrupted as err:
         _fail(str(err), 128 + err.signum)
     last = result.last_metrics[0] if result.last_metrics else {}
-    shown = {k: round(v, 4) for k, v in last.items() if k in ("loss", "recon", "kl", "d_loss", "g_loss")}
+    shown = {k: round(v, 4) for k, v in last.items() if k in ("loss",) + result.headline}
     print(f"launch.train: done, step {result.step}, {len(result.run_dirs)} run(s) in {_WORKDIR.value}; {shown}")
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxspike import cells, energy, gan_objective
+from jaxspike import augment, cells, energy, losses
+from jaxspike.families import gan as gan_family
 from jaxspike.models import gan
 
 TINY_G = dict(num_steps=4, noise_dim=16, hidden=(32, 64), channels=(8, 4))
@@ -40,7 +41,7 @@ def test_generator_gets_gradients_through_spiking_discriminator(coding, readout,
     G = gan.SpikingGenerator(**TINY_G, readout=readout, neuron=cells.Neuron(threshold=0.5))
     D = gan.SpikingDiscriminator(**TINY_D, coding=coding, neuron=cells.Neuron(threshold=0.5), gradient=gradient)
     real = _real()
-    state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, optax.adam(1e-3), optax.adam(1e-3))
+    state = gan_family.init_gan_state(G, D, jax.random.key(0), real, optax.adam(1e-3), optax.adam(1e-3))
 
     def g_obj(g_params):
         fake, _ = G.apply({"params": g_params}, G.sample_noise(jax.random.key(1), 16))
@@ -89,8 +90,8 @@ def test_smoke_training_step_runs_and_updates(loss, disc):
     D = gan.SpikingDiscriminator(**TINY_D, neuron=cells.Neuron(threshold=0.5)) if disc == "spiking" else gan.AnalogDiscriminator(hidden=(32, 16))
     g_tx, d_tx = optax.adam(2e-4, b1=0.5), optax.adam(1e-3, b1=0.5)
     real = _real()
-    state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
-    step = jax.jit(gan_objective.make_gan_step(G, D, g_tx, d_tx, loss=loss, r1_gamma=0.1, ema_decay=0.9))
+    state = gan_family.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
+    step = jax.jit(gan_family.make_gan_step(G, D, g_tx, d_tx, gan_family.GANLoss(name=loss, r1_gamma=0.1, ema_decay=0.9)))
     new_state, metrics = step(state, {"image": real}, jax.random.key(1))
     assert int(new_state.step) == 1
     assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
@@ -130,8 +131,8 @@ def test_bad_configs():
     G = gan.SpikingGenerator(**TINY_G)
     with pytest.raises(ValueError, match="generator noise must be"):
         G.init(jax.random.key(0), jnp.zeros((5, 2, 16)))
-    with pytest.raises(ValueError, match="GAN loss"):
-        gan_objective.make_gan_step(G, gan.AnalogDiscriminator(), optax.sgd(1.0), optax.sgd(1.0), loss="lsgan")
+    with pytest.raises(ValueError, match="name='lsgan': supported: ns, hinge, wgan_gp"):
+        gan_family.GANLoss(name="lsgan")
     with pytest.raises(ValueError, match="coding"):
         gan.SpikingDiscriminator(coding="phase").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(1))
 
@@ -184,27 +185,27 @@ def test_regular_code_is_deterministic_rate_code_with_straight_through_gradient(
 
 def test_translate_moves_each_image_by_at_most_the_shift_and_passes_gradients():
     images = jnp.zeros((32, 28, 28, 1)).at[:, 14, 14, 0].set(1.0)
-    moved = np.asarray(gan_objective.translate(jax.random.key(0), images, 2))
+    moved = np.asarray(augment.translate(jax.random.key(0), images, 2))
     assert moved.shape == images.shape
     rows, cols = np.nonzero(moved[..., 0].reshape(32, 28, 28))[1:]
     assert len(rows) == 32  # the dot stays in the frame, one per image
     assert np.all(np.abs(rows - 14) <= 2) and np.all(np.abs(cols - 14) <= 2)
     assert len({(r, c) for r, c in zip(rows, cols)}) > 5  # each image draws its own offset
-    np.testing.assert_array_equal(gan_objective.translate(jax.random.key(0), images, 0), images)
-    grad = jax.grad(lambda x: jnp.sum(gan_objective.translate(jax.random.key(0), x, 2)))(images)
+    np.testing.assert_array_equal(augment.translate(jax.random.key(0), images, 0), images)
+    grad = jax.grad(lambda x: jnp.sum(augment.translate(jax.random.key(0), x, 2)))(images)
     assert float(grad[:, 14, 14, 0].min()) == 1.0  # the centre pixel reaches the output whatever the shift
     with pytest.raises(ValueError, match="augment shift"):
-        gan_objective.translate(jax.random.key(0), images, -1)
+        augment.translate(jax.random.key(0), images, -1)
 
 
 def test_rate_band_penalty_golden_values():
     rates = [jnp.array([0.0, 0.3, 0.9]), jnp.array([0.02, 0.5])]
     expected = (0.01**2 + 0.0 + 0.4**2) / 3 + 0.0
-    np.testing.assert_allclose(gan_objective.rate_band_penalty(rates, (0.01, 0.5)), expected, rtol=1e-6)
+    np.testing.assert_allclose(losses.rate_band_penalty(rates, (0.01, 0.5)), expected, rtol=1e-6)
     with pytest.raises(ValueError, match="homeostasis band"):
-        gan_objective.rate_band_penalty(rates, (0.5, 0.5))
+        losses.rate_band_penalty(rates, (0.5, 0.5))
     with pytest.raises(ValueError, match="spiking generator"):
-        gan_objective.rate_band_penalty([], (0.0, 0.5))
+        losses.rate_band_penalty([], (0.0, 0.5))
 
 
 def test_generator_reports_each_neurons_rate():
@@ -226,8 +227,8 @@ def test_homeostasis_pulls_saturated_generator_neurons_into_the_band():
     D = gan.AnalogDiscriminator(hidden=(16,))
     g_tx, d_tx = optax.adam(1e-2), optax.adam(1e-4)
     real = _real()
-    state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
-    step = jax.jit(gan_objective.make_gan_step(G, D, g_tx, d_tx, g_homeostasis=100.0, homeostasis_band=(0.01, 0.3)))
+    state = gan_family.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
+    step = jax.jit(gan_family.make_gan_step(G, D, g_tx, d_tx, gan_family.GANLoss(g_homeostasis=100.0, homeostasis_band=(0.01, 0.3))))
     penalties = []
     for i in range(25):
         state, metrics = step(state, {"image": real}, jax.random.key(i))
@@ -241,14 +242,14 @@ def test_stability_options_step_reproducibly_and_change_the_update():
     D = gan.SpikingDiscriminator(**TINY_D, neuron=cells.Neuron(threshold=0.5), mbstd_group=4)
     g_tx, d_tx = optax.adam(2e-4, b1=0.5), optax.adam(2e-4, b1=0.5)
     real = _real()
-    state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
-    step = jax.jit(gan_objective.make_gan_step(G, D, g_tx, d_tx, augment_shift=2, cr_weight=1.0, fm_weight=1.0))
+    state = gan_family.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
+    step = jax.jit(gan_family.make_gan_step(G, D, g_tx, d_tx, gan_family.GANLoss(augment_shift=2, cr_weight=1.0, fm_weight=1.0)))
     a_state, a = step(state, {"image": real}, jax.random.key(1))
     _, b = step(state, {"image": real}, jax.random.key(1))
     assert all(np.isfinite(float(v)) for v in a.values()), a
     assert {k: float(v) for k, v in a.items()} == {k: float(v) for k, v in b.items()}
     assert float(a["cr"]) > 0 and float(a["g_feature_matching"]) > 0
-    c_state, _ = jax.jit(gan_objective.make_gan_step(G, D, g_tx, d_tx))(state, {"image": real}, jax.random.key(1))
+    c_state, _ = jax.jit(gan_family.make_gan_step(G, D, g_tx, d_tx))(state, {"image": real}, jax.random.key(1))
     for new, old in ((a_state.d_params, c_state.d_params), (a_state.g_params, c_state.g_params)):
         gaps = jax.tree_util.tree_map(lambda x, y: float(jnp.max(jnp.abs(x - y))), new, old)
         assert max(jax.tree_util.tree_leaves(gaps)) > 0
@@ -256,8 +257,8 @@ def test_stability_options_step_reproducibly_and_change_the_update():
     AD = gan.AnalogDiscriminator(hidden=(32, 16))
     _, aux = AD.apply(AD.init(jax.random.key(0), real), real)
     assert aux["features"]["mean"].shape == (16, 16)
-    with pytest.raises(ValueError, match="cr_weight must be >= 0"):
-        gan_objective.make_gan_step(G, D, g_tx, d_tx, cr_weight=-1.0)
+    with pytest.raises(ValueError, match="cr_weight=-1.0: must be >= 0"):
+        gan_family.GANLoss(cr_weight=-1.0)
 
 
 def test_pixel_minibatch_std_sees_a_collapsed_batch_through_rate_coding():

@@ -8,15 +8,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspike import gan_objective
+from jaxspike.families import gan as gan_family
 from jaxspike import metrics as metrics_lib
 from jaxspike import train
 from jaxspike.train import io
@@ -55,7 +55,7 @@ def gan_run(tmp_path_factory):
 def test_spiking_gan_trains_end_to_end(gan_run):
     workdir, result = gan_run
     assert result.step == 4 and result.num_compiles == 1
-    assert isinstance(result.state, gan_objective.GANState) and int(result.state.step) == 4
+    assert isinstance(result.state, gan_family.GANState) and int(result.state.step) == 4
     logged = rows(workdir)
     assert [r["step"] for r in logged] == [1, 2, 3, 4]
     for name in ("d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm", "rate/g0", "rate/d0"):
@@ -90,10 +90,13 @@ def test_sample_writes_ema_generator_images(gan_run, tmp_path):
     assert samples.shape == (6, 28, 28, 1) and samples.dtype == np.float32
     assert samples.min() >= 0.0 and samples.max() <= 1.0
     # They come from the generator EMA, not the raw generator weights.
-    _, objective, params, _ = train.load_trained(workdir)
-    for a, b in zip(leaves(params), leaves(result.state.g_ema)):
+    _, objective, state, _ = train.load_trained(workdir)
+    for a, b in zip(leaves(state), leaves(result.state)):
         np.testing.assert_array_equal(a, b)
-    first = np.asarray(objective.generate(params, jax.random.fold_in(jax.random.key(1), 0), 4))
+    first = np.asarray(objective.sample(state, jax.random.fold_in(jax.random.key(1), 0), 4))
+    # Drawn from the EMA: a state whose raw generator is replaced gives the same samples.
+    other = state._replace(g_params=jax.tree_util.tree_map(jnp.zeros_like, state.g_params))
+    np.testing.assert_array_equal(np.asarray(objective.sample(other, jax.random.fold_in(jax.random.key(1), 0), 4)), first)
     np.testing.assert_allclose(samples[:4], first, rtol=1e-5, atol=1e-6)
 
 
@@ -179,8 +182,9 @@ def test_latent_walk_interpolates_firing_probabilities(gan_run):
     from jaxspike.models import gan as gan_lib
 
     workdir, _ = gan_run
-    config, _, params, image_shape = train.load_trained(workdir)
-    generator, _ = train.make_gan_models(config, image_shape)
+    config, _, state, image_shape = train.load_trained(workdir)
+    generator, _ = gan_family.make_models(config, image_shape)
+    params = state.g_ema
     images = np.asarray(gan_lib.latent_walk(generator, params, jax.random.key(0), 2, 5))
     assert images.shape == (10,) + tuple(image_shape)
     again = np.asarray(gan_lib.latent_walk(generator, params, jax.random.key(0), 2, 5))
@@ -239,7 +243,7 @@ def test_config_switches_reach_the_gan_modules():
     config.model.generator.current_norm = True
     config.model.discriminator.current_norm = True
     config.model.discriminator.coding = "direct"
-    generator, discriminator = train.make_gan_models(config, (28, 28, 1))
+    generator, discriminator = gan_family.make_models(config, (28, 28, 1))
     assert generator.current_norm and discriminator.current_norm and discriminator.coding == "direct"
     z = generator.sample_noise(jax.random.key(0), 8)
     g_vars = generator.init(jax.random.key(1), z)
@@ -248,10 +252,10 @@ def test_config_switches_reach_the_gan_modules():
 
 def test_generator_can_run_its_own_number_of_steps(tmp_path):
     config = smoke(**{"model.generator.num_steps": 5, "total_steps": 2})
-    generator, discriminator = train.make_gan_models(config, (28, 28, 1))
+    generator, discriminator = gan_family.make_models(config, (28, 28, 1))
     assert (generator.num_steps, discriminator.num_steps) == (5, config.model.num_steps)
     assert generator.sample_noise(jax.random.key(0), 3).shape == (5, 3, config.model.noise_dim)
     result = train.train(config, str(tmp_path))
     assert result.step == 2 and all(np.isfinite(r["g_loss"]) for r in rows(str(tmp_path)))
     config.model.generator.num_steps = 0  # the default: the shared model.num_steps
-    assert train.make_gan_models(config, (28, 28, 1))[0].num_steps == config.model.num_steps
+    assert gan_family.make_models(config, (28, 28, 1))[0].num_steps == config.model.num_steps

@@ -9,9 +9,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxspike import energy, gan_objective, stdp
+from jaxspike import cells, energy, families, stdp
+from jaxspike.families import gan as gan_family
+from jaxspike.families import vae as vae_family
+from jaxspike.local import stdp as local_stdp
 from jaxspike.models import gan, spyketorch_net as net, stdp_frontend, vae
-from jaxspike.train import steps as steps_lib
 
 TINY = net.NetConfig(num_steps=6, c1=4, k1=2, r1=2, c2=5, k2=2, r2=1, per_class=1)
 
@@ -98,57 +100,61 @@ def test_gradient_reaches_the_pixels_and_is_finite():
 
 def test_generator_learns_through_the_stdp_discriminator(tmp_path):
     spec = _save_run(tmp_path / "fe", *_weights())
-    G = gan.SpikingGenerator(num_steps=4, noise_dim=16, hidden=(32,), threshold=0.5)
-    D = gan.SpikingDiscriminator(num_steps=4, hidden=(16,), threshold=0.5, frontend=spec)
+    G = gan.SpikingGenerator(num_steps=4, noise_dim=16, hidden=(32,), neuron=cells.Neuron(threshold=0.5))
+    D = gan.SpikingDiscriminator(num_steps=4, hidden=(16,), neuron=cells.Neuron(threshold=0.5))
+    front = local_stdp.load_frontend(spec)
     real = _digits(8)
     g_tx, d_tx = optax.adam(1e-3, b1=0.5), optax.adam(1e-3, b1=0.5)
-    state = gan_objective.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx)
+    state = gan_family.init_gan_state(G, D, jax.random.key(0), real, g_tx, d_tx, front)
     # The front end has no parameters in D: only its layers after the STDP features train.
     assert set(state.d_params) == {"feature_layers_0", "head"}
     assert state.d_params["feature_layers_0"]["kernel"].shape == (4 * 4 * TINY.c2, 16)
 
     # (R1's second derivative through the front end: test_gradient_reaches_the_pixels_and_is_finite.)
-    step = jax.jit(gan_objective.make_gan_step(G, D, g_tx, d_tx, ema_decay=0.9))
+    step = jax.jit(gan_family.make_gan_step(G, D, g_tx, d_tx, gan_family.GANLoss(ema_decay=0.9), front))
     new, metrics = step(state, {"image": real}, jax.random.key(4))
     assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
     moved = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.g_params, state.g_params)
     # Adam moves a parameter only if its gradient is non-zero: every generator layer got one.
     assert min(jax.tree_util.tree_leaves(moved)) > 0, moved
     # Frozen: the weights on disk are what the D uses, unchanged by training.
-    np.testing.assert_array_equal(stdp_frontend.load(spec).w1, _weights()[0].astype(np.float32))
+    np.testing.assert_array_equal(local_stdp.load_frontend(spec).w1, _weights()[0].astype(np.float32))
 
 
 def test_vae_encoder_reads_frozen_features(tmp_path):
     spec = _save_run(tmp_path / "fe", *_weights())
-    model = vae.SpikingVAE(num_steps=6, latent=8, encoder=(16,), decoder=(16,), frontend=spec)
+    front = local_stdp.load_frontend(spec)
+    model = vae.SpikingVAE(num_steps=6, latent=8, encoder=(16,), decoder=(16,))
     x = _digits()
-    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    params = model.init(jax.random.key(0), x, jax.random.key(1), frontend=front)["params"]
     assert params["enc_layers_0"]["kernel"].shape == (4 * 4 * TINY.c2, 16)
     # Deterministic: the code of an image does not depend on the key (rank order, no sampling).
-    h1, aux = model.apply({"params": params}, x, jax.random.key(5), method="encode")
-    h2, _ = model.apply({"params": params}, x, jax.random.key(6), method="encode")
+    h1, aux = model.apply({"params": params}, x, jax.random.key(5), frontend=front, method="encode")
+    h2, _ = model.apply({"params": params}, x, jax.random.key(6), frontend=front, method="encode")
     np.testing.assert_array_equal(np.asarray(h1), np.asarray(h2))
     assert {"stdp_dog", "stdp_s1", "stdp_s2"} <= set(aux["stdp"])
     # The loop's cached batch (features computed once per image by the objective's precompute)
     # gives the loss and gradient of running the front end every step.
-    objective = steps_lib.make_vae_objective(model, cache_frontend=True)
+    # SGD with rate 1: the step's parameter change is minus the gradient.
+    objective = vae_family.vae_objective(model, vae_family.ELBO(), optax.sgd(1.0), frontend=front, cache_frontend=True)
     cached = objective.precompute(np.asarray(x))
     assert set(cached) == {"frontend"} and cached["frontend"].shape == (4, 4 * 4 * TINY.c2)
-    grad = jax.value_and_grad(objective.loss, has_aux=True)
-    (loss, _), grads = grad(params, {"image": x}, jax.random.key(3))
-    (loss_c, _), grads_c = grad(params, {"image": x, "frontend": jnp.asarray(cached["frontend"])}, jax.random.key(3))
-    assert np.isfinite(float(loss))
-    assert float(jnp.linalg.norm(grads["enc_layers_0"]["kernel"])) > 0
-    np.testing.assert_allclose(float(loss_c), float(loss), rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7), grads_c, grads)
-    assert steps_lib.make_vae_objective(model).precompute is None  # off unless asked for
+    state = objective.init(jax.random.key(0), {"image": x})
+    new, m = objective.step(state, {"image": x}, jax.random.key(3))
+    new_c, m_c = objective.step(state, {"image": x, "frontend": jnp.asarray(cached["frontend"])}, jax.random.key(3))
+    assert np.isfinite(float(m["loss"]))
+    assert float(jnp.max(jnp.abs(new.params["enc_layers_0"]["kernel"] - state.params["enc_layers_0"]["kernel"]))) > 0
+    np.testing.assert_allclose(float(m_c["loss"]), float(m["loss"]), rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7),
+                 new_c.params, new.params)
+    uncached = vae_family.vae_objective(model, vae_family.ELBO(), optax.sgd(1.0), frontend=front)
+    assert uncached.precompute(np.asarray(x)) == {}  # off unless asked for
     with pytest.raises(ValueError, match=r"cached STDP features must be \[B, 80\]"):
-        model.apply({"params": params}, x, jax.random.key(0), features=cached["frontend"][:, :7])
-    plain = vae.SpikingVAE(num_steps=6, latent=8, encoder=(16,), decoder=(16,))
+        model.apply({"params": params}, x, jax.random.key(0), features=cached["frontend"][:, :7], frontend=front)
     with pytest.raises(ValueError, match="no STDP front end"):
-        plain.init(jax.random.key(0), x, jax.random.key(1), features=cached["frontend"])
+        model.init(jax.random.key(0), x, jax.random.key(1), features=cached["frontend"])
     with pytest.raises(ValueError, match="MLP encoder"):
-        vae.SpikingVAE(arch="conv", frontend=spec).init(jax.random.key(0), x, jax.random.key(1))
+        vae.SpikingVAE(arch="conv").init(jax.random.key(0), x, jax.random.key(1), frontend=front)
 
 
 def test_cached_first_bins_give_the_same_spikes():
@@ -165,14 +171,14 @@ def test_cached_first_bins_give_the_same_spikes():
 def test_spec_loading_and_errors(tmp_path):
     w1, w2 = _weights()
     run = _save_run(tmp_path / "fe", w1, w2)
-    front = stdp_frontend.load(run + "?layers=1&output=cumulative")
+    front = local_stdp.load_frontend(run + "?layers=1&output=cumulative")
     assert front.config.layers == 1 and front.config.output == "cumulative" and front.w2 is None
     assert front.config.thr1 == TINY.thr1 and front.feature_shape == (14, 14, TINY.c1)
-    assert stdp_frontend.load(run + "?thr1=12.5&dog_threshold=20").config[2:4] == (12.5, TINY.thr2)  # the spec wins
-    assert stdp_frontend.load(run + "?dog_threshold=20").config.dog_threshold == 20.0
-    assert stdp_frontend.load(os.path.join(run, "params.npz")).num_features == 4 * 4 * TINY.c2
+    assert local_stdp.load_frontend(run + "?thr1=12.5&dog_threshold=20").config[2:4] == (12.5, TINY.thr2)  # the spec wins
+    assert local_stdp.load_frontend(run + "?dog_threshold=20").config.dog_threshold == 20.0
+    assert local_stdp.load_frontend(os.path.join(run, "params.npz")).num_features == 4 * 4 * TINY.c2
     with pytest.raises(FileNotFoundError, match="--stdp_only"):
-        stdp_frontend.load(str(tmp_path / "missing"))
+        local_stdp.load_frontend(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="bad option"):
         stdp_frontend.parse_spec(run + "?depth=2")
     with pytest.raises(ValueError, match="not a int"):
@@ -206,14 +212,13 @@ def test_training_loop_feeds_cached_features(tmp_path):
     assert row["time/precompute_s"] > 0
     # The logged first loss is the step's on the loop's first batch with its cached features,
     # and the loss does depend on the features fed (all-silent ones give another).
-    objective = loop.make_objective(config, (28, 28, 1))
-    program = loop.make_program(config, objective)
+    objective = families.build(config, (28, 28, 1))
     train_ds = data.load("mnist5k", "train", max_examples=32)
     stream = state_lib.seed_streams(0)
     cache = objective.precompute(train_ds.images)
     batch = data.get_batch(train_ds, config.batch_size, state_lib.data_seed(stream.data_key), 0, cache)
-    state = jax.jit(program.init_state)(stream.init_key, {"image": batch["image"]})
-    step = jax.jit(program.step)
-    np.testing.assert_allclose(row["loss"], float(step(state, batch, stream.run_key)[1]["loss"]), rtol=1e-5)
+    state = jax.jit(objective.init)(stream.init_key, {"image": batch["image"]})
+    step = jax.jit(lambda st, b: objective.step(st, b, jax.random.fold_in(stream.run_key, st.step)))
+    np.testing.assert_allclose(row["loss"], float(step(state, batch)[1]["loss"]), rtol=1e-5)
     silent = {**batch, "frontend": np.full_like(batch["frontend"], 255)}
-    assert abs(float(step(state, silent, stream.run_key)[1]["loss"]) - row["loss"]) > 1e-3
+    assert abs(float(step(state, silent)[1]["loss"]) - row["loss"]) > 1e-3

@@ -18,12 +18,12 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from jaxspike import data as data_lib
-from jaxspike import train
-from jaxspike.train import io, loop, steps
+from jaxspike import families, objective as objective_lib, train
+from jaxspike.families import vae as vae_family
+from jaxspike.train import io
 from launch.configs import vae as vae_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +104,7 @@ def test_resume_equals_uninterrupted_bit_for_bit(reference_run, tmp_path):
 
 def test_learning_rate_decay_is_constant_then_linear_to_zero():
     config = smoke(**{"optimizer.name": "sgd", "optimizer.lr_decay_from": 0.6})
-    tx = loop.make_optimizer(config.optimizer, 0.5, total_steps=10)
+    tx = objective_lib.make_optimizer(config.optimizer, 0.5, total_steps=10)
     params = {"w": jnp.zeros(())}
     opt_state = tx.init(params)
     rates = []
@@ -213,14 +213,12 @@ def test_batch_not_divisible_by_devices(tmp_path):
 
 
 def test_step_traces_once(key):
-    model_config = smoke()
-    objective = loop.make_objective(model_config, (28, 28, 1))
-    optimizer = optax.adam(1e-3)
-    step = chex.assert_max_traces(steps.make_train_step(objective.loss, optimizer), n=1)
+    objective = families.build(smoke(), (28, 28, 1))
+    step = chex.assert_max_traces(objective.step, n=1)
     jit_step = jax.jit(step, donate_argnums=(0,))
     ds = data_lib.load("mnist5k", "train")
     batch0 = {k: jnp.asarray(v) for k, v in data_lib.get_batch(ds, 8, 0, 0).items()}
-    state = train.create_train_state(jax.jit(objective.init)(key, batch0), optimizer)
+    state = jax.jit(objective.init)(key, batch0)
     for i in range(3):
         batch = {k: jnp.asarray(v) for k, v in data_lib.get_batch(ds, 8, 0, i).items()}
         state, metrics = jit_step(state, batch, key)
@@ -229,18 +227,26 @@ def test_step_traces_once(key):
     chex.clear_trace_counter()
 
 
-def test_step_key_is_folded_from_the_step_number(key):
+def test_step_key_is_folded_from_the_step_number(key, tmp_path, monkeypatch):
     """Resume replays randomness: the step's key depends only on run_key and state.step."""
     seen = []
+    real = families.build
 
-    def loss_fn(params, batch, k):
-        seen.append(k)
-        return jnp.sum(params["w"] ** 2), {"loss": jnp.sum(params["w"] ** 2)}
+    def spying(config, image_shape):
+        objective = real(config, image_shape)
 
-    step = steps.make_train_step(loss_fn, optax.sgd(0.1))
-    state = train.create_train_state({"w": jnp.ones(3)}, optax.sgd(0.1)).replace(step=jnp.asarray(5, jnp.int32))
-    step(state, {}, key)
-    np.testing.assert_array_equal(jax.random.key_data(seen[0]), jax.random.key_data(jax.random.fold_in(key, 5)))
+        def step(state, batch, k):
+            jax.debug.callback(lambda s, kd: seen.append((int(s), np.asarray(kd))), state.step, jax.random.key_data(k))
+            return objective.step(state, batch, k)
+
+        return objective._replace(step=step)
+
+    monkeypatch.setattr(families, "build", spying)
+    train.train(smoke(total_steps=3), str(tmp_path))
+    run_key = train.seed_streams(0).run_key
+    assert [s for s, _ in seen] == [0, 1, 2]
+    for s, kd in seen:
+        np.testing.assert_array_equal(kd, jax.random.key_data(jax.random.fold_in(run_key, s)))
 
 
 def test_seed_streams_are_distinct_and_deterministic():
@@ -264,20 +270,20 @@ def test_non_finite_loss_names_step_and_term(tmp_path, monkeypatch):
     if 7 not in first_labels:
         pytest.skip("no poisoned batch in the first 12 steps")
     expected = first_labels.index(7) + 1
-    real = loop.make_objective
+    real = families.build
 
     def poisoned(config, image_shape):
         objective = real(config, image_shape)
 
-        def loss(params, batch, key):
-            value, terms = objective.loss(params, batch, key)
+        def step(state, batch, key):
+            state, metrics = objective.step(state, batch, key)
             bad = batch["label"][0] == 7
-            kl = jnp.where(bad, jnp.nan, terms["kl"])
-            return jnp.where(bad, jnp.nan, value), {**terms, "kl": kl, "loss": jnp.where(bad, jnp.nan, value)}
+            return state, {**metrics, "kl": jnp.where(bad, jnp.nan, metrics["kl"]),
+                           "loss": jnp.where(bad, jnp.nan, metrics["loss"])}
 
-        return objective._replace(loss=loss)
+        return objective._replace(step=step)
 
-    monkeypatch.setattr(loop, "make_objective", poisoned)
+    monkeypatch.setattr(families, "build", poisoned)
     with pytest.raises(train.NonFiniteLossError, match=rf"step {expected}\b.*'kl'") as err:
         train.train(config, str(tmp_path))
     assert err.value.step == expected and err.value.term == "kl"
@@ -338,29 +344,35 @@ def test_analog_twin_trains_through_the_same_loop(tmp_path):
     assert result.step == config.total_steps
     rows = [json.loads(l) for l in open(os.path.join(str(tmp_path), "metrics.jsonl"))]
     assert all(np.isfinite(r["loss"]) for r in rows) and "kl" in rows[-1]
-    _, objective, params, shape = train.load_trained(str(tmp_path))
-    images = objective.generate(params, jax.random.key(0), 3)
+    _, objective, state, shape = train.load_trained(str(tmp_path))
+    images = objective.sample(state, jax.random.key(0), 3)
     assert images.shape == (3,) + tuple(shape)
     # Energy per generated sample of the analog twin: its decoder, 8->16, 16->784, all MACs.
-    aux = objective.forward_aux(params, jnp.zeros((2,) + tuple(shape)), jax.random.key(1))
+    aux = objective.energy(state, jax.random.key(1), 2)
     assert float(aux["analog"]["macs"][0]) == 8 * 16 + 16 * 784
 
 
-def test_relaxed_temperature_follows_its_schedule():
-    assert float(steps.annealed(1.0, 0.25, 100, 0)) == pytest.approx(1.0)
-    assert float(steps.annealed(1.0, 0.25, 100, 50)) == pytest.approx(0.5)
-    assert float(steps.annealed(1.0, 0.25, 100, 1000)) == pytest.approx(0.25)
-    # The schedule reaches the loss: a relaxed latent at a lower temperature is closer to binary.
+def test_relaxed_temperature_follows_its_schedule(monkeypatch):
+    assert float(vae_family.annealed(1.0, 0.25, 100, 0)) == pytest.approx(1.0)
+    assert float(vae_family.annealed(1.0, 0.25, 100, 50)) == pytest.approx(0.5)
+    assert float(vae_family.annealed(1.0, 0.25, 100, 1000)) == pytest.approx(0.25)
+    # The schedule reaches the loss: the step at update s hands the loss annealed(..., s).
+    seen = []
+    real = vae_family.elbo_loss
+
+    def spy(*args, temperature=1.0, **kwargs):
+        seen.append(float(temperature))
+        return real(*args, temperature=temperature, **kwargs)
+
+    monkeypatch.setattr(vae_family, "elbo_loss", spy)
     config = smoke(**{"model.estimator": "relaxed"})
-    objective = loop.make_objective(config, (28, 28, 1))
-    params = objective.init(jax.random.key(0), {"image": jnp.zeros((4, 28, 28, 1))})
+    objective = families.build(config, (28, 28, 1))
     batch = {"image": jnp.full((4, 28, 28, 1), 0.5)}
-    hardness = []
-    for step in (0, 10_000):
-        _, terms = objective.loss(params, {**batch, "step": jnp.asarray(step)}, jax.random.key(1))
-        z = terms["aux"]["z"]
-        hardness.append(float(jnp.mean(jnp.abs(z - 0.5))))
-    assert hardness[1] > hardness[0]
+    state = objective.init(jax.random.key(0), batch)
+    for step in (0, 1000, 10_000):
+        objective.step(state.replace(step=jnp.asarray(step, jnp.int32)), batch, jax.random.key(1))
+    start, end, steps = config.loss.temperature_start, config.loss.temperature_end, config.loss.temperature_steps
+    np.testing.assert_allclose(seen, [start, start * (end / start) ** (1000 / steps), end], rtol=1e-6)
 
 
 @pytest.mark.parametrize("variant", ["mnist", "celeb_a"])

@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxspike import cells, noise, surrogates
+from jaxspike import cells, noise
+from jaxspike.families import vae as vae_family
 from jaxspike.models import vae
 
 TINY = dict(num_steps=4, latent=8, encoder=(32,), decoder=(32,), channels=(4, 8), num_candidates=4)
@@ -38,7 +39,7 @@ def test_loss_falls_on_tiny_subset(kw):
     @jax.jit
     def step(params, opt_state, key):
         (loss, _), grads = jax.value_and_grad(
-            lambda p: vae.elbo_loss(model, p, x, key, temperature=0.5), has_aux=True
+            lambda p: vae_family.elbo_loss(model, p, x, key, temperature=0.5), has_aux=True
         )(params)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
@@ -122,7 +123,7 @@ def test_analog_twin_trains_and_samples():
     model = vae.AnalogVAE(latent=8, encoder=(32,), decoder=(32,))
     x = _images()
     params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
-    loss, terms = vae.analog_elbo_loss(model, params, x, jax.random.key(2))
+    loss, terms = vae_family.analog_elbo_loss(model, params, x, jax.random.key(2))
     assert np.isfinite(float(loss)) and float(terms["kl"]) >= 0
     imgs, _ = model.apply({"params": params}, jax.random.key(3), 5, method="generate")
     assert imgs.shape == (5, 28, 28, 1) and float(imgs.min()) >= 0 and float(imgs.max()) <= 1
@@ -152,13 +153,13 @@ def test_free_bits_clamp_per_unit_kl_and_leave_the_elbo_alone():
     x = _images(8)
     params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
     key = jax.random.key(2)
-    loss0, t0 = vae.elbo_loss(model, params, x, key)
-    loss_fb, t_fb = vae.elbo_loss(model, params, x, key, free_bits=1e3)
+    loss0, t0 = vae_family.elbo_loss(model, params, x, key)
+    loss_fb, t_fb = vae_family.elbo_loss(model, params, x, key, free_bits=1e3)
     assert float(t0["elbo"]) == float(t_fb["elbo"]) and float(t0["kl"]) == float(t_fb["kl"])
     # every unit is below 1000 nats, so each pays exactly the floor
     np.testing.assert_allclose(float(loss_fb), float(t0["recon"]) + TINY["latent"] * 1e3, rtol=1e-6)
     # and the KL then passes no gradient to the encoder's latent readout
-    g = jax.grad(lambda p: vae.elbo_loss(model, p, x, key, free_bits=1e3, likelihood="gaussian", sigma=1e9)[0])(params)
+    g = jax.grad(lambda p: vae_family.elbo_loss(model, p, x, key, free_bits=1e3, likelihood="gaussian", sigma=1e9)[0])(params)
     assert float(jnp.max(jnp.abs(g["to_latent"]["kernel"]))) < 1e-6
 
 
@@ -166,7 +167,7 @@ def test_analog_twin_with_binary_latent():
     model = vae.AnalogVAE(latent=8, encoder=(32,), decoder=(32,), latent_kind="bernoulli")
     x = _images()
     params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
-    loss, terms = vae.analog_elbo_loss(model, params, x, jax.random.key(2))
+    loss, terms = vae_family.analog_elbo_loss(model, params, x, jax.random.key(2))
     assert np.isfinite(float(loss)) and float(terms["kl"]) >= 0
     _, aux = model.apply({"params": params}, x, jax.random.key(3))
     assert set(np.unique(np.asarray(aux["z"]))) <= {0.0, 1.0}
@@ -193,8 +194,8 @@ def test_spike_penalty_counts_decoder_spikes_and_lowers_them():
     x = _images(8)
     params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
     key = jax.random.key(2)
-    loss0, t0 = vae.elbo_loss(model, params, x, key)
-    loss1, t1 = vae.elbo_loss(model, params, x, key, spike_weight=0.1)
+    loss0, t0 = vae_family.elbo_loss(model, params, x, key)
+    loss1, t1 = vae_family.elbo_loss(model, params, x, key, spike_weight=0.1)
     layers = t1["aux"]["layers"]
     dec = float(jnp.mean(layers["dec0"]["spike_count"]))
     assert float(t1["dec_spikes"]) == pytest.approx(dec) and dec > 0  # TINY has one decoder layer
@@ -203,11 +204,11 @@ def test_spike_penalty_counts_decoder_spikes_and_lowers_them():
     # Gradient steps on the penalty alone silence the decoder (surrogate gradient).
     opt = optax.adam(1e-2)
     state = opt.init(params)
-    grad = jax.jit(jax.grad(lambda p: vae.elbo_loss(model, p, x, key, spike_weight=1.0)[1]["dec_spikes"]))
+    grad = jax.jit(jax.grad(lambda p: vae_family.elbo_loss(model, p, x, key, spike_weight=1.0)[1]["dec_spikes"]))
     for _ in range(20):
         updates, state = opt.update(grad(params), state, params)
         params = optax.apply_updates(params, updates)
-    assert float(vae.elbo_loss(model, params, x, key, spike_weight=1.0)[1]["dec_spikes"]) < 0.5 * dec
+    assert float(vae_family.elbo_loss(model, params, x, key, spike_weight=1.0)[1]["dec_spikes"]) < 0.5 * dec
 
 
 def test_uniform_rate_kl_matches_exact_kl_on_enumerated_trains():
@@ -243,9 +244,9 @@ def test_uniform_rate_prior_draws_one_rate_per_sample_and_trains():
     assert abs(rates.mean() - 0.5) < 0.02
     # Var of a beta-binomial(16, 1, 1) rate is 1/12 + (1/6)/16 ~ 0.094, not 0.25/16 as for Bernoulli(0.5).
     assert 0.08 < rates.var() < 0.11
-    loss, terms = vae.elbo_loss(model, params, x, jax.random.key(2))
+    loss, terms = vae_family.elbo_loss(model, params, x, jax.random.key(2))
     assert np.isfinite(float(loss)) and float(terms["elbo"]) < 0
-    g = jax.grad(lambda p: vae.elbo_loss(model, p, x, jax.random.key(2))[0])(params)
+    g = jax.grad(lambda p: vae_family.elbo_loss(model, p, x, jax.random.key(2))[0])(params)
     assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree_util.tree_leaves(g))
 
 
@@ -295,7 +296,7 @@ def test_mixture_prior_samples_one_component_per_sample():
     assert np.all(np.abs(np.where(high, rates - 0.9, rates - 0.1)) < 0.12)  # each sample is one component
     assert abs(high.mean() - 0.75) < 0.03
     # (Training with this prior: test_loss_falls_on_tiny_subset[kw0].)
-    loss, terms = vae.elbo_loss(model, params, x, jax.random.key(2), free_bits=0.1)
+    loss, terms = vae_family.elbo_loss(model, params, x, jax.random.key(2), free_bits=0.1)
     assert np.isfinite(float(loss)) and float(terms["elbo"]) < 0 and 1.0 <= float(terms["mix_perplexity"]) <= 2.0
     with pytest.raises(ValueError, match="num_components"):
         vae.SpikingVAE(**TINY, prior="mixture", num_components=0).init(jax.random.key(0), x, jax.random.key(1))
@@ -327,7 +328,7 @@ def test_gaussian_mixture_kl_and_the_analog_twins_mixture_prior():
     z = model.apply({"params": params}, jax.random.key(3), 400, method="sample_prior")
     nearest = np.min(np.linalg.norm(np.asarray(z)[:, None] - np.asarray(means)[None], axis=-1), axis=1)
     assert np.all(nearest < 0.2)  # every sample sits at one of the two (narrow) components
-    loss, terms = vae.analog_elbo_loss(model, params, x, jax.random.key(2))
+    loss, terms = vae_family.analog_elbo_loss(model, params, x, jax.random.key(2))
     assert np.isfinite(float(loss)) and float(terms["kl"]) > 0
     with pytest.raises(ValueError, match="latent_kind='gaussian'"):
         vae.AnalogVAE(latent=2, latent_kind="bernoulli", prior="mixture").init(jax.random.key(0), x, jax.random.key(1))

@@ -12,7 +12,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxspike import gan_objective, losses, metrics
+from jaxspike import losses, metrics
+from jaxspike.families import gan as gan_family
+from jaxspike.families import vae as vae_family
 from jaxspike.models import vae
 
 
@@ -29,13 +31,13 @@ def _sigmoid(x):
 
 def test_gan_losses_golden_values():
     d_real, d_fake = jnp.array([1.0, -0.5]), jnp.array([2.0, 0.25])
-    ns = gan_objective.d_losses("ns", d_real, d_fake)
+    ns = losses.gan_d_loss("ns", d_real, d_fake)
     np.testing.assert_allclose(ns, [_softplus(-1.0) + _softplus(2.0), _softplus(0.5) + _softplus(0.25)], rtol=1e-6)
-    hinge = gan_objective.d_losses("hinge", d_real, d_fake)
+    hinge = losses.gan_d_loss("hinge", d_real, d_fake)
     np.testing.assert_allclose(hinge, [0.0 + 3.0, 1.5 + 1.25], rtol=1e-6)
-    np.testing.assert_allclose(gan_objective.d_losses("wgan_gp", d_real, d_fake), [1.0, 0.75], rtol=1e-6)
-    np.testing.assert_allclose(gan_objective.g_loss("ns", d_fake), [_softplus(-2.0), _softplus(-0.25)], rtol=1e-6)
-    np.testing.assert_allclose(gan_objective.g_loss("hinge", d_fake), [-2.0, -0.25], rtol=1e-6)
+    np.testing.assert_allclose(losses.gan_d_loss("wgan_gp", d_real, d_fake), [1.0, 0.75], rtol=1e-6)
+    np.testing.assert_allclose(losses.gan_g_loss("ns", d_fake), [_softplus(-2.0), _softplus(-0.25)], rtol=1e-6)
+    np.testing.assert_allclose(losses.gan_g_loss("hinge", d_fake), [-2.0, -0.25], rtol=1e-6)
 
 
 class _ConstantGenerator:
@@ -71,14 +73,14 @@ def _linear_gan_step(**kwargs):
     gen, disc = _ConstantGenerator((2, 2, 1)), _LinearDiscriminator()
     tx = optax.sgd(1.0)
     real = jnp.array([[[[1.0], [0.0]], [[0.0], [1.0]]]])  # one real image
-    state = gan_objective.init_gan_state(gen, disc, jax.random.key(0), real, tx, tx)
-    step = gan_objective.make_gan_step(gen, disc, tx, tx, ema_decay=0.0, **kwargs)
+    state = gan_family.init_gan_state(gen, disc, jax.random.key(0), real, tx, tx)
+    step = gan_family.make_gan_step(gen, disc, tx, tx, gan_family.GANLoss(ema_decay=0.0, **kwargs))
     return state, step, real
 
 
 def test_gan_step_updates_d_then_g_through_the_updated_d():
     """Non-saturating loss, SGD with rate 1: both updates worked out by hand."""
-    state, step, real = _linear_gan_step(loss="ns")
+    state, step, real = _linear_gan_step(name="ns")
     w, b = np.asarray(state.d_params["w"]), float(state.d_params["b"])
     theta = np.asarray(state.g_params["theta"])
     x = np.asarray(real[0])
@@ -101,7 +103,7 @@ def test_gan_step_updates_d_then_g_through_the_updated_d():
 
 def test_r1_and_gradient_penalty_golden_values():
     """For a linear D the input gradient is ``w`` everywhere: R1 = |w|^2, GP = (|w| - 1)^2."""
-    state, step, real = _linear_gan_step(loss="ns", r1_gamma=2.0)
+    state, step, real = _linear_gan_step(name="ns", r1_gamma=2.0)
     w = np.asarray(state.d_params["w"])
     _, m = step(state, {"image": real}, jax.random.key(1))
     np.testing.assert_allclose(m["r1"], np.sum(w**2), rtol=1e-5)
@@ -109,7 +111,7 @@ def test_r1_and_gradient_penalty_golden_values():
     d_fake = float(np.sum(w * np.asarray(state.g_params["theta"])) + state.d_params["b"])
     np.testing.assert_allclose(m["d_loss"], _softplus(-d_real) + _softplus(d_fake) + 0.5 * 2.0 * np.sum(w**2), rtol=1e-5)
 
-    state, step, real = _linear_gan_step(loss="wgan_gp", gp_weight=10.0)
+    state, step, real = _linear_gan_step(name="wgan_gp", gp_weight=10.0)
     _, m = step(state, {"image": real}, jax.random.key(1))
     norm = np.sqrt(np.sum(w**2))
     np.testing.assert_allclose(m["gp"], (norm - 1.0) ** 2, rtol=1e-4)
@@ -136,7 +138,7 @@ def test_mmd_psp_golden_values():
     psp_q = [[0.4, 0.1], [0.2 + 0.2, 0.05 + 0.3]]
     psp_p = [[0.25, 0.25], [0.125 + 0.25, 0.125 + 0.25]]
     expected = sum((a - b) ** 2 for rq, rp in zip(psp_q, psp_p) for a, b in zip(rq, rp))
-    np.testing.assert_allclose(vae.mmd_psp(q, p, tau_syn=2.0), [expected], rtol=1e-6)
+    np.testing.assert_allclose(losses.mmd_psp(q, p, tau_syn=2.0), [expected], rtol=1e-6)
 
 
 def test_analog_twin_gaussian_kl_is_the_closed_form():
@@ -146,7 +148,7 @@ def test_analog_twin_gaussian_kl_is_the_closed_form():
     params = model.init(jax.random.key(1), images, jax.random.key(2))["params"]
     # Shift the mean readout so mu is far from 0 and the mu^2 term matters.
     params = {**params, "to_mu": {**params["to_mu"], "bias": params["to_mu"]["bias"] + 1.5}}
-    _, terms = vae.analog_elbo_loss(model, params, images, jax.random.key(3))
+    _, terms = vae_family.analog_elbo_loss(model, params, images, jax.random.key(3))
     mu, logvar = np.asarray(terms["aux"]["mu"]), np.asarray(terms["aux"]["logvar"])
     expected = 0.5 * np.sum(np.exp(logvar) + mu**2 - 1.0 - logvar, axis=1).mean()
     assert abs(mu).mean() > 1.0

@@ -31,7 +31,6 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxspike import cells, encoding, layers, noise, surrogates
 from jaxspike.models import stdp_frontend
@@ -321,9 +320,6 @@ class SpikingDiscriminator(nn.Module):
         last layer's firing rates) or ``"pixels"`` (the images themselves,
         before spike coding: free of the coding's sampling noise, which
         swamps the spread of a collapsed batch in the rates at small T).
-      frontend: spec of a frozen, input-differentiable STDP front end that
-        replaces the coding (:func:`jaxspike.models.stdp_frontend.load`;
-        "" = none, MLP only).
       current_norm: per-example, per-step normalised input currents of the
         feature layers (see :class:`SpikingGenerator`).
       gradient: how the feature layers are differentiated: ``"surrogate"``
@@ -342,7 +338,6 @@ class SpikingDiscriminator(nn.Module):
     hoist: bool | None = None
     mbstd_group: int = 0
     mbstd_source: str = "rates"
-    frontend: str = ""
     current_norm: bool = False
     gradient: str = "surrogate"
 
@@ -373,16 +368,20 @@ class SpikingDiscriminator(nn.Module):
             ]
         self.head = layers.DenseReadout(1, mode="mean", beta=0.0)
 
-    def features(self, images: Array, key: Array):
-        """Spiking features ``[T, B, F]`` of images ``[B, H, W, C]``."""
+    def features(self, images: Array, key: Array, frontend: stdp_frontend.STDPFrontEnd | None = None):
+        """Spiking features ``[T, B, F]`` of images ``[B, H, W, C]``.
+
+        ``frontend``: a frozen, input-differentiable STDP front end (a pytree
+        of constant weights) that replaces the coding (MLP only).
+        """
         if images.ndim != 4:
             raise ValueError(f"discriminator expects images [B, H, W, C], got shape {tuple(images.shape)}")
         x = images if self.arch == "conv" else images.reshape(images.shape[0], -1)
         aux = {}
-        if self.frontend:  # frozen STDP features, differentiable in the pixels
+        if frontend is not None:  # frozen STDP features, differentiable in the pixels
             if self.arch != "mlp":
                 raise ValueError(f"an STDP front end feeds the MLP discriminator, got arch={self.arch!r}")
-            spikes, aux["stdp"] = stdp_frontend.load(self.frontend)(images, self.num_steps)
+            spikes, aux["stdp"] = frontend(images, self.num_steps)
         elif self.coding == "rate":
             spikes = rate_code_st(key, x, self.num_steps)
         elif self.coding == "regular":
@@ -395,8 +394,8 @@ class SpikingDiscriminator(nn.Module):
             spikes, aux[f"d{i}"] = layer(spikes)
         return spikes.reshape(spikes.shape[:2] + (-1,)), aux
 
-    def __call__(self, images: Array, key: Array):
-        feats, aux = self.features(images, key)
+    def __call__(self, images: Array, key: Array, frontend: stdp_frontend.STDPFrontEnd | None = None):
+        feats, aux = self.features(images, key, frontend)
         # Per-neuron firing rates of the last feature layer, for feature matching.
         rates = jnp.mean(feats, axis=0)
         aux["features"] = {"mean": rates}

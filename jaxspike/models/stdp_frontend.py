@@ -34,16 +34,14 @@ with a surrogate step in the backward pass:
 
 ``H`` is the fast-sigmoid surrogate (Zenke & Ganguli 2018) of
 :mod:`jaxspike.surrogates`. The consumers hold the front end by a spec
-string (hashable, a config field): ``"PATH"`` or ``"PATH?layers=1&output=cumulative"``
-with ``PATH`` a ``launch.stdp`` run folder (or its ``params.npz``); see
-:func:`load`.
+string (a config field): ``"PATH"`` or ``"PATH?layers=1&output=cumulative"``
+with ``PATH`` a run folder of :func:`jaxspike.local.stdp.run`, read once by
+:func:`jaxspike.local.stdp.load_frontend`; the model then takes the
+:class:`STDPFrontEnd` (a pytree of constant weights) as an argument.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
 from typing import NamedTuple
 
 import jax
@@ -54,7 +52,7 @@ from jaxspike import stdp, surrogates
 
 Array = jax.Array
 
-__all__ = ["FrontEndConfig", "STDPFrontEnd", "load", "parse_spec", "default_dir", "OUTPUTS"]
+__all__ = ["FrontEndConfig", "STDPFrontEnd", "parse_spec", "spec_fields", "OUTPUTS"]
 
 OUTPUTS = ("spikes", "cumulative")
 
@@ -108,8 +106,13 @@ def _straight_through(hard: Array, soft: Array) -> Array:
     return hard + (soft - jax.lax.stop_gradient(soft))
 
 
+@jax.tree_util.register_pytree_node_class
 class STDPFrontEnd:
     """Frozen STDP conv layers mapping images to time-major spike trains.
+
+    A pytree: its weights are the leaves, its :class:`FrontEndConfig` the
+    static part, so a model takes it as an argument like any parameters
+    (constants: the models never differentiate with respect to them).
 
     Call ``front(images [B, 28, 28, 1], num_steps) -> (spikes [T, B, F], aux)``;
     ``aux`` holds per-example energy counts of the DoG filter (analog MACs)
@@ -142,6 +145,17 @@ class STDPFrontEnd:
                 raise ValueError(f"w2 must be [3, 3, {w1.shape[-1]}, C2] to follow w1 {w1.shape}, got shape {w2.shape}")
         self.w1, self.w2, self.config = w1, (w2 if config.layers == 2 else None), config
         self._spike = surrogates.fast_sigmoid(config.slope)
+
+    def tree_flatten(self):
+        return (self.w1, self.w2), self.config
+
+    @classmethod
+    def tree_unflatten(cls, config, weights):
+        front = object.__new__(cls)  # the weights were checked when the front end was made
+        front.w1, front.w2 = weights
+        front.config = config
+        front._spike = surrogates.fast_sigmoid(config.slope)
+        return front
 
     @property
     def feature_shape(self) -> tuple[int, int, int]:
@@ -284,21 +298,16 @@ class STDPFrontEnd:
 
 
 # ---------------------------------------------------------------------------
-# Loading from a launch.stdp run
-
-
-def default_dir() -> str:
-    """``$JAXSPIKE_CACHE/stdp_frontend`` (``~/.cache/jaxspike/stdp_frontend``): the configs' ``:stdp`` run folder."""
-    return os.path.join(os.path.expanduser(os.environ.get("JAXSPIKE_CACHE", "~/.cache/jaxspike")), "stdp_frontend")
+# Specs
 
 
 def parse_spec(spec: str) -> tuple[str, FrontEndConfig]:
     """``"PATH?layers=1&output=cumulative"`` -> ``(PATH, FrontEndConfig)``."""
-    path, fields = _spec_fields(spec)
+    path, fields = spec_fields(spec)
     return path, FrontEndConfig(**fields)
 
 
-def _spec_fields(spec: str) -> tuple[str, dict]:
+def spec_fields(spec: str) -> tuple[str, dict]:
     """``(PATH, {option: typed value})`` for the options the spec names."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"STDP front-end spec must be a non-empty 'PATH[?key=value&...]' string, got {spec!r}")
@@ -314,32 +323,3 @@ def _spec_fields(spec: str) -> tuple[str, dict]:
         except ValueError:
             raise ValueError(f"STDP front-end spec {spec!r}: {key}={value!r} is not a {type(default).__name__}") from None
     return path, fields
-
-
-@functools.lru_cache(maxsize=8)
-def load(spec: str) -> STDPFrontEnd:
-    """The front end of a ``launch.stdp`` run: ``params.npz`` (``w1``, ``w2``) and its thresholds.
-
-    ``spec`` is ``PATH`` (the run folder or its ``params.npz``) with optional
-    ``?layers=1|2&output=spikes|cumulative&steps=N&slope=...``. Thresholds and DoG
-    settings come from the run's ``config.json`` when present, unless the
-    spec names them (``?dog_threshold=20&thr1=12``). Cached per
-    spec (models call it while tracing).
-    """
-    path, fields = _spec_fields(spec)
-    npz = path if path.endswith(".npz") else os.path.join(path, "params.npz")
-    if not os.path.exists(npz):
-        raise FileNotFoundError(
-            f"STDP front end {spec!r}: no {npz}; train one with "
-            f"`python -m launch.stdp --workdir={os.path.dirname(npz) or '.'} --stdp_only` (S1 + S2, a few minutes)"
-        )
-    run_cfg = os.path.join(os.path.dirname(npz), "config.json")
-    from_run = {}
-    if os.path.exists(run_cfg):
-        with open(run_cfg) as f:
-            net = json.load(f).get("net", {})
-        defaults = FrontEndConfig()
-        from_run = {k: type(getattr(defaults, k))(net[k]) for k in ("thr1", "thr2", "dog_threshold", "norm_radius") if k in net}
-    cfg = FrontEndConfig(**{**from_run, **fields})  # the spec's own options win (e.g. "?dog_threshold=20")
-    with np.load(npz) as params:
-        return STDPFrontEnd(params["w1"], params["w2"] if "w2" in params else None, cfg)

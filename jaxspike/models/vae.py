@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspike import cells, encoding, layers, losses, noise
+from jaxspike import cells, encoding, layers, noise
 from jaxspike.models import stdp_frontend
 
 Array = jax.Array
@@ -62,14 +62,12 @@ __all__ = [
     "SpikingVAE",
     "FCSpikingVAE",
     "AnalogVAE",
-    "elbo_loss",
-    "analog_elbo_loss",
     "ESTIMATORS",
     "PRIORS",
     "READOUTS",
     "CODINGS",
     "ARCHS",
-    "mmd_psp",
+    "LIKELIHOODS",
 ]
 
 ESTIMATORS = ("straight_through", "relaxed", "autoregressive")
@@ -85,28 +83,6 @@ _EPS = 1e-4
 def _check_choice(name: str, value, options) -> None:
     if value not in options:
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
-
-
-def mmd_psp(q: Array, p: Array, tau_syn: float = 2.0) -> Array:
-    """Squared distance between PSP-filtered posterior and prior spike probabilities.
-
-    The Fully Spiking VAE compares posterior and prior spike trains after
-    filtering them with a post-synaptic-potential kernel (Kamata et al. 2022,
-    sec. 3.3). Here both ``[T, B, L]`` probability sequences are filtered with
-    ``psp_t = (1 - 1/tau) psp_{t-1} + x_t / tau`` and compared per example:
-    ``sum_{t, l} (psp(q) - psp(p))^2`` -> ``[B]``.
-    """
-    decay = 1.0 - 1.0 / tau_syn
-
-    def filt(seq):
-        def step(c, x):
-            c = decay * c + x / tau_syn
-            return c, c
-
-        return jax.lax.scan(step, jnp.zeros_like(seq[0]), seq)[1]
-
-    diff = filt(q) - filt(jnp.broadcast_to(p, q.shape))
-    return jnp.sum(jnp.moveaxis(diff, 1, 0).reshape(q.shape[1], -1) ** 2, axis=1)
 
 
 class _AutoregressiveSpikes(nn.Module):
@@ -193,8 +169,6 @@ class SpikingVAE(nn.Module):
       latent_beta: leak of the non-spiking latent readout (0 = the logit of
         step t reads only step t's encoder spikes).
       hoist: synapse placement (None = auto, see :mod:`jaxspike.layers`).
-      frontend: spec of a frozen STDP front end replacing the input coding
-        (:func:`jaxspike.models.stdp_frontend.load`; "" = none, MLP only).
       current_norm: per-example, per-step normalised input currents of the
         hidden spiking layers (:class:`jaxspike.layers.SpikingDense`).
     """
@@ -217,7 +191,6 @@ class SpikingVAE(nn.Module):
     latent_init_gain: float = 1.0
     latent_beta: float = 0.0
     hoist: bool | None = None
-    frontend: str = ""
     current_norm: bool = False
 
     @property
@@ -311,10 +284,13 @@ class SpikingVAE(nn.Module):
             return encoding.rate(key, x, self.num_steps)
         return encoding.latency(x, self.num_steps)
 
-    def encode(self, images: Array, key: Array, features: Array | None = None):
+    def encode(self, images: Array, key: Array, features: Array | None = None,
+               frontend: stdp_frontend.STDPFrontEnd | None = None):
         """``images [B, H, W, C]`` -> encoder features ``h [T, B, F]`` and layer aux.
 
-        ``features``: the front end's output for ``images`` computed beforehand
+        ``frontend``: a frozen STDP front end (a pytree of constant weights)
+        whose spikes replace the input coding (MLP only).
+        ``features``: that front end's output for ``images`` computed beforehand
         (:meth:`jaxspike.models.stdp_frontend.STDPFrontEnd.first_bins`, ``[B, F]``),
         used instead of running it (same spikes; no front-end counts in aux).
         """
@@ -323,18 +299,17 @@ class SpikingVAE(nn.Module):
                 f"SpikingVAE expects images [B, {', '.join(map(str, self.image_shape))}], got shape {tuple(images.shape)}"
             )
         aux = {}
-        if features is not None and not self.frontend:
+        if features is not None and frontend is None:
             raise ValueError("cached front-end features were given but the model has no STDP front end (model.frontend)")
-        if self.frontend:  # frozen STDP features instead of the input coding
+        if frontend is not None:  # frozen STDP features instead of the input coding
             if self.arch != "mlp":
                 raise ValueError(f"an STDP front end feeds the MLP encoder, got arch={self.arch!r}")
-            front = stdp_frontend.load(self.frontend)
             if features is None:
-                spikes, aux["stdp"] = front(images, self.num_steps)
+                spikes, aux["stdp"] = frontend(images, self.num_steps)
             else:
                 if features.shape[0] != images.shape[0]:
                     raise ValueError(f"cached front-end features {tuple(features.shape)} do not match the batch of {images.shape[0]} images")
-                spikes = front.from_first_bins(features, self.num_steps)
+                spikes = frontend.from_first_bins(features, self.num_steps)
         else:
             spikes = self._code_input(images, key)
         for i, layer in enumerate(self.enc_layers):
@@ -402,8 +377,8 @@ class SpikingVAE(nn.Module):
         return p, {"prior": aux}
 
     def __call__(self, images: Array, key: Array, *, train: bool = True, temperature: float = 1.0,
-                 features: Array | None = None):
-        """Encodes, samples the latent spikes, decodes (``features``: see :meth:`encode`).
+                 features: Array | None = None, frontend: stdp_frontend.STDPFrontEnd | None = None):
+        """Encodes, samples the latent spikes, decodes (``features``, ``frontend``: see :meth:`encode`).
 
         Returns:
           ``(logits [B, D], aux)``; ``aux`` holds ``q`` and ``p`` (posterior
@@ -411,7 +386,7 @@ class SpikingVAE(nn.Module):
           per-layer counts under ``"layers"``.
         """
         k_in, k_z, k_p = jax.random.split(key, 3)
-        h, enc_aux = self.encode(images, k_in, features)
+        h, enc_aux = self.encode(images, k_in, features, frontend)
         z, q, post_aux = self.posterior_sample(h, k_z, train=train, temperature=temperature)
         p, prior_aux = self.prior_probs(z, k_p)
         logits, dec_aux = self.decode(z)
@@ -442,95 +417,13 @@ class SpikingVAE(nn.Module):
         logits, aux = self.decode(z)
         return jax.nn.sigmoid(logits).reshape((num,) + tuple(self.image_shape)), {**prior_aux, **aux}
 
-    def reconstruct(self, images: Array, key: Array):
+    def reconstruct(self, images: Array, key: Array, frontend: stdp_frontend.STDPFrontEnd | None = None):
         """Mean reconstructions ``[B, H, W, C]`` with a hard latent sample."""
-        logits, _ = self(images, key, train=False)
+        logits, _ = self(images, key, train=False, frontend=frontend)
         return jax.nn.sigmoid(logits).reshape(images.shape)
 
 
 FCSpikingVAE = SpikingVAE  # the core benchmark's fully-connected model is the default
-
-
-def _likelihood_nll(logits: Array, images: Array, likelihood: str, sigma: float) -> Array:
-    targets = images.reshape(images.shape[0], -1)
-    if likelihood == "bernoulli":
-        return losses.bernoulli_nll(logits, targets)
-    _check_choice("likelihood", likelihood, LIKELIHOODS)
-    mean = jax.nn.sigmoid(logits)
-    return jnp.sum((mean - targets) ** 2, axis=1) / (2.0 * sigma**2)
-
-
-def elbo_loss(
-    model: SpikingVAE,
-    params,
-    images: Array,
-    key: Array,
-    *,
-    temperature: float = 1.0,
-    likelihood: str = "bernoulli",
-    sigma: float = 0.1,
-    kl_weight: float = 1.0,
-    mmd_weight: float = 0.0,
-    free_bits: float = 0.0,
-    spike_weight: float = 0.0,
-    train: bool = True,
-    features: Array | None = None,
-):
-    """Training loss (batch mean) and its terms, among them the true ELBO.
-
-    ``loss = NLL(x | logits) + kl_weight * KL_fb + mmd_weight * MMD_psp(q, p)
-    + spike_weight * S_dec``
-    where ``KL = sum_{t,l} KL(Bern(q_t) || Bern(p_t))`` and, with
-    ``free_bits = lambda > 0``, ``KL_fb = sum_l max(lambda, E_batch sum_t KL_l)``:
-    a latent unit pays nothing until it carries ``lambda`` nats (Kingma et
-    al. 2016, "Improved variational inference with inverse autoregressive
-    flow"). Without it, Adam turns even a tiny but consistent KL gradient
-    into full-size steps that silence the latent before the decoder learns to
-    read it (posterior collapse). ``S_dec`` (``terms["dec_spikes"]``) is the
-    number of spikes per example of the decoder's hidden layers, the layers
-    whose events drive the synaptic operations of every generated sample;
-    its surrogate gradient lowers their firing rates (an activity
-    regulariser, as in Zenke & Vogels 2021, "The remarkable robustness of
-    surrogate gradient learning"). ``terms["elbo"] = -(NLL + KL)`` is always
-    the unmodified bound; ``terms`` also carries the model ``aux``.
-    ``features``: cached STDP front-end output of ``images`` (see
-    :meth:`SpikingVAE.encode`).
-    """
-    logits, aux = model.apply({"params": params}, images, key, train=train, temperature=temperature, features=features)
-    recon = _likelihood_nll(logits, images, likelihood, sigma)
-    kl_component = 0.0
-    if model.prior == "uniform_rate":
-        kl_units = losses.uniform_rate_kl_per_unit(aux["q"], aux["z"])  # [B, L], a one-sample estimate
-    elif model.prior == "mixture":
-        kl_units, kl_component, r = losses.bernoulli_mixture_kl(  # [B, L], [B], [B, K]
-            aux["q"], params["component_logits"], params["mixture_logits"]
-        )
-    else:
-        kl_units = losses.bernoulli_kl_per_unit(aux["q"], aux["p"])  # [B, L], summed over time
-    kl = jnp.sum(kl_units, axis=1) + kl_component
-    terms = {"recon": jnp.mean(recon), "kl": jnp.mean(kl)}
-    if model.prior == "mixture":
-        # Components in use: the perplexity of the batch's mean component posterior.
-        r_bar = jnp.mean(r, axis=0)
-        terms["mix_perplexity"] = jnp.exp(-jnp.sum(r_bar * jnp.log(jnp.maximum(r_bar, 1e-30))))
-    if free_bits > 0:
-        kl_penalty = jnp.sum(jnp.maximum(free_bits, jnp.mean(kl_units, axis=0))) + jnp.mean(kl_component)
-    else:
-        kl_penalty = jnp.mean(kl)
-    loss = jnp.mean(recon) + kl_weight * kl_penalty
-    if spike_weight:
-        dec = [v["spike_count"] for k, v in aux["layers"].items() if k.startswith(("dec", "deconv"))]
-        dec_spikes = jnp.mean(sum(dec))
-        loss = loss + spike_weight * dec_spikes
-        terms["dec_spikes"] = dec_spikes
-    if mmd_weight:
-        mmd = mmd_psp(aux["q"], aux["p"])
-        loss = loss + mmd_weight * jnp.mean(mmd)
-        terms["mmd"] = jnp.mean(mmd)
-    terms["loss"] = loss
-    terms["elbo"] = -jnp.mean(recon + kl)
-    terms["aux"] = aux
-    return loss, terms
 
 
 # ---------------------------------------------------------------------------
@@ -639,32 +532,3 @@ class AnalogVAE(nn.Module):
     def reconstruct(self, images: Array, key: Array):
         logits, _ = self(images, key, train=False)
         return jax.nn.sigmoid(logits).reshape(images.shape)
-
-
-def analog_elbo_loss(
-    model: AnalogVAE,
-    params,
-    images: Array,
-    key: Array,
-    *,
-    likelihood: str = "bernoulli",
-    sigma: float = 0.1,
-    kl_weight: float = 1.0,
-    train: bool = True,
-    **unused,
-):
-    """Negative ELBO of the analog twin, Gaussian KL in closed form."""
-    logits, aux = model.apply({"params": params}, images, key, train=train)
-    recon = _likelihood_nll(logits, images, likelihood, sigma)
-    if model.latent_kind == "bernoulli":
-        kl = losses.bernoulli_kl(aux["q"], model.prior_p)
-    elif model.prior == "mixture":
-        kl_units, kl_component, _ = losses.gaussian_mixture_kl(
-            aux["mu"], aux["logvar"], params["component_means"], params["component_logvars"], params["mixture_logits"]
-        )
-        kl = jnp.sum(kl_units, axis=1) + kl_component
-    else:
-        mu, logvar = aux["mu"], aux["logvar"]
-        kl = 0.5 * jnp.sum(jnp.exp(logvar) + mu**2 - 1.0 - logvar, axis=1)
-    loss = jnp.mean(recon + kl_weight * kl)
-    return loss, {"loss": loss, "recon": jnp.mean(recon), "kl": jnp.mean(kl), "elbo": -jnp.mean(recon + kl), "aux": aux}

@@ -1,66 +1,40 @@
-"""Training: pure state and steps, and the imperative loop.
+"""The training system: it runs any model family's objective and knows no model.
 
-* :mod:`~jaxspike.train.state` - :class:`TrainState`, seed streams;
-* :mod:`~jaxspike.train.steps` - ``make_train_step`` and objectives (pure);
+* :mod:`~jaxspike.train.config` - the loop's own config fields (:func:`base_config`) and their checks;
+* :mod:`~jaxspike.train.state` - seed streams, stacking states over seeds;
 * :mod:`~jaxspike.train.io` - run-folder files and orbax checkpoints;
 * :mod:`~jaxspike.train.resume` - signals, config checks and epoch checkpoints for resuming;
 * :mod:`~jaxspike.train.loop` - :func:`train`, devices, resume, evaluation.
 """
 
-from jaxspike.train.state import TrainState, SeedStreams, seed_streams, data_seed, create_train_state
-from jaxspike.train.steps import (
-    Objective,
-    Program,
-    make_train_step,
-    make_sweep_step,
-    make_vae_objective,
-    make_gan_objective,
-    summarize_terms,
-)
+from jaxspike.objective import ConfigError
+from jaxspike.train.config import base_config, parse_seeds, validate
 from jaxspike.train.loop import (
-    ConfigError,
     NonFiniteLossError,
     TrainingInterrupted,
     TrainResult,
-    train,
-    load_trained,
     generate_samples,
-    make_mesh,
-    make_objective,
-    make_gan_models,
-    make_optimizer,
-    make_program,
-    validate_config,
-    parse_seeds,
     initialize_distributed,
+    load_trained,
+    make_mesh,
+    train,
 )
+from jaxspike.train.state import SeedStreams, data_seed, seed_streams
 
 __all__ = [
-    "TrainState",
-    "SeedStreams",
-    "seed_streams",
-    "data_seed",
-    "create_train_state",
-    "Objective",
-    "make_train_step",
-    "make_sweep_step",
-    "Program",
-    "make_vae_objective",
-    "make_gan_objective",
-    "summarize_terms",
     "ConfigError",
+    "base_config",
+    "parse_seeds",
+    "validate",
     "NonFiniteLossError",
     "TrainingInterrupted",
     "TrainResult",
-    "train",
-    "load_trained",
     "generate_samples",
-    "make_mesh",
-    "make_objective",
-    "make_gan_models",
-    "make_optimizer",
-    "make_program",
-    "validate_config",
-    "parse_seeds",
     "initialize_distributed",
+    "load_trained",
+    "make_mesh",
+    "train",
+    "SeedStreams",
+    "data_seed",
+    "seed_streams",
 ]

@@ -1,7 +1,10 @@
 """The training loop: devices, data feeding, checkpoints, logging, evaluation.
 
-This and :mod:`jaxspike.train.io` are the only imperative modules. One
-function, :func:`train`, runs a config in a work directory:
+This module, :mod:`~jaxspike.train.io` and :mod:`~jaxspike.train.resume` are
+the only imperative code. :func:`train` runs a config in a work directory
+and knows nothing of the model: ``config.model.name`` picks a family
+(:mod:`jaxspike.families`), which turns the config into an
+:class:`~jaxspike.objective.Objective`, and the loop runs that:
 
 * **runs and seeds** - ``config.seed`` trains one model in ``workdir``;
   ``config.seeds = "0,1,2,3"`` trains all listed seeds in one compiled
@@ -10,21 +13,16 @@ function, :func:`train`, runs a config in a work directory:
   checkpoints and samples;
 * **devices** - a 1-D :class:`jax.sharding.Mesh` with axis ``"data"`` over
   ``config.num_devices`` devices (0 = all, over all processes): the batch is
-  sharded along it, parameters and optimiser state are replicated;
+  sharded along it, the state is replicated;
 * **resume** - a work directory holding checkpoints resumes from the newest
   readable one (unreadable ones are reported by name and skipped);
-* **model families** - a loss objective (``fc_vae``: one params pytree,
-  one optimiser, :class:`TrainState`) or a state objective (``gan``,
-  ``analog_gan``: its own state, step and optimisers, samples from the
-  generator EMA), both reduced to one :class:`~jaxspike.train.steps.Program`;
 * **evaluation** - every ``eval_every`` steps: sample quality
   (``eval/...``, incl. ``eval/class_entropy``), a mode-collapse flag
   (``mode_collapse``: class entropy below ``config.mode_collapse_entropy``,
-  default 1.5 nats, with a warning), the energy report of one generation
-  pass (``energy/...``, per generated sample) and, for models with an
-  encoder, scores on the whole test split (``test/...``: ELBO, its terms,
-  reconstruction MSE);
-* **safety** - a non-finite loss term stops the run with
+  with a warning), the energy report of one generation pass (``energy/...``,
+  per generated sample) and the objective's held-out scores averaged over
+  the test split (``test/...``);
+* **safety** - a non-finite metric stops the run with
   :class:`NonFiniteLossError` naming the step and term; SIGINT/SIGTERM save
   a checkpoint, then raise :class:`TrainingInterrupted`.
 """
@@ -37,57 +35,35 @@ import os
 import signal
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxspike import data as data_lib
 from jaxspike import energy as energy_lib
-from jaxspike import gan_objective
-from jaxspike import cells
-from jaxspike.models import gan as gan_lib
-from jaxspike.models import vae as vae_lib
+from jaxspike import families
+from jaxspike.objective import ConfigError, Objective
+from jaxspike.train import config as config_lib
 from jaxspike.train import io
 from jaxspike.train import resume as resume_lib
 from jaxspike.train import state as state_lib
-from jaxspike.train import steps as steps_lib
 
 log = logging.getLogger("jaxspike.train")
 
 __all__ = [
-    "ConfigError",
     "NonFiniteLossError",
     "TrainingInterrupted",
     "TrainResult",
-    "parse_seeds",
-    "validate_config",
     "make_mesh",
-    "make_optimizer",
-    "make_objective",
-    "make_gan_models",
-    "make_program",
     "initialize_distributed",
     "train",
     "load_trained",
     "generate_samples",
 ]
-
-# Config sections that must match for a work directory to be resumed.
-_RESUME_KEYS = ("data", "model", "loss", "optimizer", "batch_size", "seed", "seeds")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-MODELS = ("fc_vae", "analog_vae", "gan", "analog_gan")
-GAN_MODELS = ("gan", "analog_gan")
-DISCRIMINATORS = ("spiking", "analog")
-MODE_COLLAPSE_ENTROPY = 1.5  # nats; ln 10 = 2.30 is a uniform spread over 10 classes
-
-
-class ConfigError(ValueError):
-    """A config field or flag has an unusable value; the message names it."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -116,11 +92,12 @@ class TrainResult(NamedTuple):
     """What :func:`train` returns.
 
     Attributes:
-      state: the final :class:`TrainState` (stacked over seeds for sweeps).
+      state: the final state (stacked over seeds for sweeps).
       step: number of updates applied.
       last_metrics: the last logged metrics row of each run.
       run_dirs: folder of each run (one per seed).
       num_compiles: how many times the train step was compiled (1 expected).
+      headline: the objective's primary metric names.
     """
 
     state: Any
@@ -128,153 +105,7 @@ class TrainResult(NamedTuple):
     last_metrics: list[dict]
     run_dirs: list[str]
     num_compiles: int
-
-
-# ---------------------------------------------------------------------------
-# Config checks and builders.
-
-
-def parse_seeds(seeds: Any) -> list[int]:
-    """``"0,1,2,3"`` (or a sequence of ints) -> ``[0, 1, 2, 3]``; ``""`` -> ``[]``."""
-    if isinstance(seeds, (list, tuple)):
-        parts = [str(s) for s in seeds]
-    else:
-        parts = [p.strip() for p in str(seeds or "").split(",") if p.strip()]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise ConfigError(f"--seeds / config.seeds must be comma-separated non-negative integers, got {seeds!r}") from None
-    if any(v < 0 for v in values):
-        raise ConfigError(f"--seeds / config.seeds must be non-negative, got {seeds!r}")
-    if len(set(values)) != len(values):
-        raise ConfigError(f"--seeds / config.seeds lists a seed twice: {seeds!r}")
-    return values
-
-
-def _require(cond: bool, field: str, value: Any, what: str) -> None:
-    if not cond:
-        raise ConfigError(f"config.{field}={value!r}: {what}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises :class:`ConfigError` naming the first unusable field."""
-    _require(config.data.name in data_lib.DATASETS, "data.name", config.data.name,
-             f"unknown dataset; supported: {', '.join(data_lib.DATASETS)}")
-    m = config.model
-    _require(m.name in MODELS, "model.name", m.name, f"unknown model; supported: {', '.join(MODELS)}")
-    if m.name in GAN_MODELS:
-        _validate_gan(config)
-    else:
-        _validate_vae(config)
-    for field, low in (("batch_size", 1), ("total_steps", 1), ("log_every", 1), ("checkpoint_every", 1),
-                       ("keep_checkpoints", 1), ("num_grid", 0), ("sample_every", 0), ("eval_every", 0),
-                       ("num_devices", 0), ("seed", 0), ("eval_seed", 0)):
-        _require(_is_int(config[field]) and config[field] >= low, field, config[field], f"must be an int >= {low}")
-    if config.eval_every:
-        _require(config.eval_num_samples >= 10, "eval_num_samples", config.eval_num_samples, "evaluation needs >= 10 samples")
-    parse_seeds(config.seeds)
-
-
-def _validate_widths(field: str, widths: Any) -> None:
-    widths = tuple(widths)
-    _require(len(widths) >= 1 and all(_is_int(w) and w >= 1 for w in widths), field, widths,
-             "layer widths must be ints >= 1")
-
-
-def _validate_gan(config: ml_collections.ConfigDict) -> None:
-    m = config.model
-    g, d = m.generator, m.discriminator
-    _require(_is_int(m.noise_dim) and m.noise_dim >= 1, "model.noise_dim", m.noise_dim, "noise units Z must be an int >= 1")
-    _require(0.0 < m.noise_p < 1.0, "model.noise_p", m.noise_p, "noise firing probability must lie in (0, 1)")
-    _require(m.disc in DISCRIMINATORS, "model.disc", m.disc, f"supported: {', '.join(DISCRIMINATORS)}")
-    _require(m.name != "analog_gan" or m.disc == "analog", "model.disc", m.disc, "the analog GAN has an analog discriminator")
-    _require(g.arch in gan_lib.ARCHS, "model.generator.arch", g.arch, f"supported: {', '.join(gan_lib.ARCHS)}")
-    _require(d.arch in gan_lib.ARCHS, "model.discriminator.arch", d.arch, f"supported: {', '.join(gan_lib.ARCHS)}")
-    for field in ("hidden", "channels"):
-        _validate_widths(f"model.generator.{field}", g[field])
-        _validate_widths(f"model.discriminator.{field}", d[field])
-    if m.name == "gan" or m.disc == "spiking":
-        _require(_is_int(m.num_steps) and m.num_steps >= 1, "model.num_steps", m.num_steps, "time steps T must be an int >= 1")
-        _neuron(m)
-    group = d.get("mbstd_group", 0)
-    _require(_is_int(group) and (group == 0 or (group >= 2 and config.batch_size % group == 0)),
-             "model.discriminator.mbstd_group", group, f"must be 0 (off) or an int >= 2 dividing batch_size={config.batch_size}")
-    source = d.get("mbstd_source", "rates")
-    _require(source in gan_lib.MBSTD_SOURCES, "model.discriminator.mbstd_source", source,
-             f"supported: {', '.join(gan_lib.MBSTD_SOURCES)}")
-    d_grad = d.get("gradient", "surrogate")
-    _require(d_grad in gan_lib.D_GRADIENTS, "model.discriminator.gradient", d_grad,
-             f"supported: {', '.join(gan_lib.D_GRADIENTS)}")
-    if m.name == "gan":
-        g_steps = g.get("num_steps", 0)
-        _require(_is_int(g_steps) and g_steps >= 0, "model.generator.num_steps", g_steps,
-                 "generator time steps must be an int >= 1, or 0 for model.num_steps")
-        _require(g.readout in gan_lib.READOUTS, "model.generator.readout", g.readout, f"supported: {', '.join(gan_lib.READOUTS)}")
-    else:
-        noise = m.get("noise", "gaussian")
-        _require(noise in gan_lib.ANALOG_NOISE, "model.noise", noise, f"supported: {', '.join(gan_lib.ANALOG_NOISE)}")
-    if m.disc == "spiking":
-        _require(d.coding in gan_lib.CODINGS, "model.discriminator.coding", d.coding, f"supported: {', '.join(gan_lib.CODINGS)}")
-    loss = config.loss
-    _require(loss.name in gan_objective.GAN_LOSSES, "loss.name", loss.name, f"supported: {', '.join(gan_objective.GAN_LOSSES)}")
-    _require(0.0 <= loss.ema_decay < 1.0, "loss.ema_decay", loss.ema_decay, "must lie in [0, 1)")
-    _require(loss.r1_gamma >= 0, "loss.r1_gamma", loss.r1_gamma, "must be >= 0 (0 = off)")
-    _require(loss.gp_weight >= 0, "loss.gp_weight", loss.gp_weight, "must be >= 0")
-    rate_penalty = loss.get("g_rate_penalty", 0.0)
-    _require(rate_penalty >= 0, "loss.g_rate_penalty", rate_penalty, "must be >= 0 (0 = off)")
-    for field in ("fm_weight", "cr_weight", "g_homeostasis"):
-        value = loss.get(field, 0.0)
-        _require(value >= 0, f"loss.{field}", value, "must be >= 0 (0 = off)")
-    shift = loss.get("augment_shift", 0)
-    _require(_is_int(shift) and shift >= 0, "loss.augment_shift", shift, "must be an int >= 0 pixels (0 = off)")
-    _require(loss.get("cr_sigma", 0.05) > 0, "loss.cr_sigma", loss.get("cr_sigma", 0.05), "must be > 0")
-    band = tuple(loss.get("homeostasis_band", (0.01, 0.5)))
-    _require(len(band) == 2 and 0.0 <= band[0] < band[1] <= 1.0, "loss.homeostasis_band", band,
-             "must be (lo, hi) with 0 <= lo < hi <= 1")
-    _require(not loss.get("g_homeostasis", 0.0) or m.name == "gan", "loss.g_homeostasis", loss.get("g_homeostasis", 0.0),
-             "needs a spiking generator (model.name='gan')")
-    _validate_optimizer(config.optimizer, ("g_learning_rate", "d_learning_rate"))
-    mce = config.get("mode_collapse_entropy", MODE_COLLAPSE_ENTROPY)
-    _require(mce >= 0, "mode_collapse_entropy", mce, "must be >= 0 nats")
-
-
-def _validate_vae(config: ml_collections.ConfigDict) -> None:
-    m = config.model
-    _require(_is_int(m.num_steps) and m.num_steps >= 1, "model.num_steps", m.num_steps, "time steps T must be an int >= 1")
-    _require(_is_int(m.latent) and m.latent >= 1, "model.latent", m.latent, "latent size must be an int >= 1")
-    for field in ("encoder", "decoder"):
-        widths = tuple(m[field])
-        _require(all(_is_int(w) and w >= 1 for w in widths), f"model.{field}", widths, "layer widths must be ints >= 1")
-    _neuron(m)
-    _require(0.0 < m.prior_p < 1.0, "model.prior_p", m.prior_p, "prior firing probability must lie in (0, 1)")
-    cache = config.get("frontend_cache", True)
-    _require(isinstance(cache, bool), "frontend_cache", cache, "must be True or False")
-    _validate_optimizer(config.optimizer, ("learning_rate",))
-
-
-def _neuron(m: ml_collections.ConfigDict) -> cells.Neuron:
-    """``config.model.neuron`` as a :class:`~jaxspike.cells.Neuron`; a bad field is a ConfigError."""
-    try:
-        return cells.Neuron(**m.neuron)
-    except ValueError as err:  # names the field: "neuron.<field>=<value>: ..."
-        raise ConfigError(f"config.model.{err}") from None
-    except TypeError as err:  # an unknown field
-        raise ConfigError(f"config.model.neuron: {err}") from None
-
-
-def _validate_optimizer(o: ml_collections.ConfigDict, rate_fields: tuple[str, ...]) -> None:
-    """``config.optimizer`` of either model; ``rate_fields`` name its learning rates."""
-    _require(o.name in OPTIMIZERS, "optimizer.name", o.name, f"unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
-    for field in rate_fields:
-        _require(o[field] > 0, f"optimizer.{field}", o[field], "must be > 0")
-    _require(o.grad_clip >= 0, "optimizer.grad_clip", o.grad_clip, "must be >= 0 (0 = off)")
-    decay_from = o.get("lr_decay_from", 1.0)
-    _require(isinstance(decay_from, (int, float)) and 0.0 <= decay_from <= 1.0, "optimizer.lr_decay_from", decay_from,
-             "must be a fraction of total_steps in [0, 1] (1 = constant learning rate)")
+    headline: tuple[str, ...] = ("loss",)
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:
@@ -287,177 +118,6 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     if jax.process_count() > 1 and num_devices != len(devices):
         raise ConfigError(f"config.num_devices={num_devices}: multi-host runs use all {len(devices)} devices (set 0)")
     return Mesh(np.asarray(devices[:num_devices]), ("data",))
-
-
-def make_optimizer(cfg: ml_collections.ConfigDict, learning_rate: float | None = None,
-                   total_steps: int | None = None) -> optax.GradientTransformation:
-    """Adam / AdamW / SGD from ``config.optimizer``, with optional global-norm clipping.
-
-    ``learning_rate`` overrides ``cfg.learning_rate`` (the GAN's separate
-    ``g_learning_rate`` / ``d_learning_rate``). ``cfg.lr_decay_from`` (a
-    fraction of ``total_steps``; 1.0 or absent = constant) holds the rate
-    until that step, then decays it linearly to zero at ``total_steps``. The
-    schedule reads the optimizer's own update count, which is checkpointed, so
-    a resumed run continues it where it stopped.
-    """
-    lr = cfg.learning_rate if learning_rate is None else learning_rate
-    decay_from = float(cfg.get("lr_decay_from", 1.0))
-    if decay_from < 1.0:
-        if not total_steps:
-            raise ConfigError("config.optimizer.lr_decay_from < 1 needs total_steps to place the decay")
-        start = int(round(decay_from * total_steps))
-        lr = optax.linear_schedule(lr, 0.0, max(total_steps - start, 1), transition_begin=start)
-    if cfg.name == "adam":
-        opt = optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
-    elif cfg.name == "adamw":
-        opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.get("weight_decay", 1e-4))
-    elif cfg.name == "sgd":
-        opt = optax.sgd(lr)
-    else:
-        raise ConfigError(f"config.optimizer.name={cfg.name!r}: unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
-    if cfg.grad_clip:
-        opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
-    return opt
-
-
-def make_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:
-    """The objective of ``config.model`` for data of ``image_shape``.
-
-    Every field of ``config.model`` but ``name`` is an attribute of
-    :class:`jaxspike.models.vae.SpikingVAE`; ``config.loss`` (optional) holds
-    keyword arguments of ``elbo_loss``.
-    """
-    m = config.model
-    if m.name in GAN_MODELS:
-        return _make_gan_objective(config, image_shape)
-    if m.name == "analog_vae":
-        return _make_analog_vae_objective(config, image_shape)
-    if m.name != "fc_vae":
-        raise ConfigError(f"config.model.name={m.name!r}: unknown model; supported: {', '.join(MODELS)}")
-    known = set(vae_lib.SpikingVAE.__dataclass_fields__)
-    kwargs = {}
-    for field, value in m.items():
-        if field == "name":
-            continue
-        if field not in known or field in ("image_shape", "parent", "name"):
-            raise ConfigError(f"config.model.{field}: not an attribute of SpikingVAE (known: {', '.join(sorted(known - {'parent', 'name', 'image_shape'}))})")
-        kwargs[field] = tuple(value) if isinstance(value, (list, tuple)) else value
-    kwargs["neuron"] = _neuron(m)
-    try:
-        model = vae_lib.SpikingVAE(image_shape=tuple(int(d) for d in image_shape), **kwargs)
-        model._validate() if hasattr(model, "_validate") else None
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"config.model: {err}") from None
-    loss_kwargs = dict(config.loss) if "loss" in config else {}
-    schedule = None
-    if "temperature_start" in loss_kwargs:
-        schedule = (float(loss_kwargs.pop("temperature_start")), float(loss_kwargs.pop("temperature_end")),
-                    int(loss_kwargs.pop("temperature_steps")))
-        if not (schedule[0] > 0 and schedule[1] > 0 and schedule[2] >= 1):
-            raise ConfigError(f"config.loss.temperature_start/end/steps={schedule}: temperatures must be > 0, steps >= 1")
-    warmup = int(loss_kwargs.pop("kl_warmup_steps", 0))
-    return steps_lib.make_vae_objective(model, temperature_schedule=schedule, kl_warmup_steps=warmup,
-                                        cache_frontend=config.get("frontend_cache", True), **loss_kwargs)
-
-
-def _make_analog_vae_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:
-    """``analog_vae``: the spiking VAE's analog twin (ReLU, Gaussian latent).
-
-    It takes the architecture fields of ``config.model`` (``arch``, ``latent``,
-    ``encoder``, ``decoder``, ``channels``) and ignores the spiking-only ones,
-    so ``--config.model.name=analog_vae`` turns any spiking VAE config into its
-    twin; ``config.loss.likelihood`` / ``kl_weight`` apply, free bits do not.
-    ``model.prior="mixture"`` gives the twin a learned Gaussian mixture prior;
-    any other prior, ``N(0, I)``.
-    """
-    m = config.model
-    fields = ("arch", "latent", "encoder", "decoder", "channels", "latent_kind", "prior_p", "num_components")
-    kwargs = {f: (tuple(m[f]) if isinstance(m[f], (list, tuple)) else m[f]) for f in fields if f in m}
-    # The spiking mixture prior's twin is the Gaussian mixture; every other prior's is N(0, I).
-    kwargs["prior"] = "mixture" if m.get("prior") == "mixture" else "standard"
-    try:
-        model = vae_lib.AnalogVAE(image_shape=tuple(int(d) for d in image_shape), **kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"config.model: {err}") from None
-    loss_kwargs = {k: v for k, v in (dict(config.loss) if "loss" in config else {}).items()
-                   if k in ("likelihood", "sigma", "kl_weight")}
-    # MACs per generated sample (the decoder's) depend on shapes only: count them once,
-    # from abstract params.
-    images = jax.ShapeDtypeStruct((2,) + tuple(image_shape), jnp.float32)
-    abstract = jax.eval_shape(lambda k: model.init(k, jnp.zeros(images.shape), k)["params"], jax.random.key(0))
-    z = jax.ShapeDtypeStruct((2, model.latent), jnp.float32)
-    macs = energy_lib.analog_macs(model, abstract, z, method="decode")
-    return steps_lib.make_vae_objective(model, loss_fn=vae_lib.analog_elbo_loss, analog_macs=macs, **loss_kwargs)
-
-
-def make_gan_models(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]):
-    """``(generator, discriminator)`` flax modules of a GAN config: ``gan`` is a
-    spiking generator with a spiking or analog (hybrid) discriminator,
-    ``analog_gan`` the analog twin (see ``launch/configs/gan.py``)."""
-    m = config.model
-    g, d = m.generator, m.discriminator
-    image_shape = tuple(int(x) for x in image_shape)
-    lif = dict(neuron=_neuron(m))
-    if m.name == "gan":
-        generator = gan_lib.SpikingGenerator(
-            num_steps=int(g.get("num_steps", 0)) or m.num_steps, noise_dim=m.noise_dim, noise_p=m.noise_p, noise_rates=m.get("noise_rates", "fixed"),
-            image_shape=image_shape, arch=g.arch,
-            hidden=tuple(g.hidden), channels=tuple(g.channels), readout=g.readout,
-            current_norm=bool(g.get("current_norm", False)), **lif,
-        )
-    else:
-        generator = gan_lib.AnalogGenerator(
-            noise_dim=m.noise_dim, image_shape=image_shape, arch=g.arch, hidden=tuple(g.hidden),
-            channels=tuple(g.channels), noise=m.get("noise", "gaussian"), noise_p=m.noise_p,
-        )
-    group = int(d.get("mbstd_group", 0))
-    if m.disc == "spiking":
-        discriminator = gan_lib.SpikingDiscriminator(
-            num_steps=m.num_steps, coding=d.coding, arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels),
-            mbstd_group=group, mbstd_source=d.get("mbstd_source", "rates"), frontend=d.get("frontend", ""),
-            current_norm=bool(d.get("current_norm", False)), gradient=d.get("gradient", "surrogate"), **lif,
-        )
-    else:
-        discriminator = gan_lib.AnalogDiscriminator(arch=d.arch, hidden=tuple(d.hidden), channels=tuple(d.channels),
-                                                    mbstd_group=group)
-    return generator, discriminator
-
-
-def _make_gan_objective(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) -> steps_lib.Objective:
-    """The GAN of :func:`make_gan_models` as a state objective."""
-    m, o = config.model, config.optimizer
-    image_shape = tuple(int(x) for x in image_shape)
-    generator, discriminator = make_gan_models(config, image_shape)
-    g_tx = make_optimizer(o, o.g_learning_rate, config.total_steps)
-    d_tx = make_optimizer(o, o.d_learning_rate, config.total_steps)
-    macs = None
-    try:
-        # Shapes only: module errors (bad widths for the image size, ...) surface here as ConfigErrors.
-        abstract = jax.eval_shape(
-            lambda k: gan_objective.init_gan_state(generator, discriminator, k, _example_batch(config, image_shape)["image"],
-                                                   g_tx, d_tx),
-            jax.random.key(0),
-        )
-        if m.name == "analog_gan":
-            z = jax.ShapeDtypeStruct((2, m.noise_dim), jnp.float32)
-            macs = energy_lib.analog_macs(generator, abstract.g_params, z)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"config.model: {err}") from None
-    return steps_lib.make_gan_objective(
-        generator, discriminator, g_tx, d_tx, analog_macs=macs, loss=config.loss.name,
-        r1_gamma=float(config.loss.r1_gamma), gp_weight=float(config.loss.gp_weight),
-        ema_decay=float(config.loss.ema_decay), g_rate_penalty=float(config.loss.get("g_rate_penalty", 0.0)),
-        augment_shift=int(config.loss.get("augment_shift", 0)), fm_weight=float(config.loss.get("fm_weight", 0.0)),
-        g_homeostasis=float(config.loss.get("g_homeostasis", 0.0)),
-        cr_weight=float(config.loss.get("cr_weight", 0.0)), cr_sigma=float(config.loss.get("cr_sigma", 0.05)),
-        homeostasis_band=tuple(float(x) for x in config.loss.get("homeostasis_band", (0.01, 0.5))),
-    )
-
-
-def make_program(config: ml_collections.ConfigDict, objective: steps_lib.Objective) -> steps_lib.Program:
-    """The :class:`~jaxspike.train.steps.Program` the loop runs for ``objective``."""
-    optimizer = make_optimizer(config.optimizer, total_steps=config.total_steps) if objective.step is None else None
-    return steps_lib.make_program(objective, optimizer)
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -476,7 +136,7 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 def _check_resume_config(path: str, config_dict: dict) -> None:
     if not os.path.exists(path):
         return
-    diffs = resume_lib.config_diffs(io.read_json(path), config_dict, _RESUME_KEYS)
+    diffs = resume_lib.config_diffs(io.read_json(path), config_dict, config_lib.RESUME_KEYS)
     if diffs:
         raise ConfigError(
             f"workdir {os.path.dirname(path)!r} holds a run with a different config ({'; '.join(diffs[:5])}); "
@@ -493,19 +153,29 @@ def _flatten(prefix: str, value: Any, out: dict) -> dict:
     return out
 
 
-def _example_batch(config: ml_collections.ConfigDict, image_shape) -> dict:
+def _example_batch(batch_size: int, image_shape) -> dict:
     """A zero batch for shape-only state initialisation (``eval_shape``). It has
     the training batch size, so batch-dependent layers (minibatch std) are valid."""
-    num = int(config.batch_size)
-    return {"image": jnp.zeros((num,) + tuple(image_shape), jnp.float32), "label": jnp.zeros((num,), jnp.int32)}
+    return {"image": jnp.zeros((batch_size,) + tuple(image_shape), jnp.float32),
+            "label": jnp.zeros((batch_size,), jnp.int32)}
 
 
-def generate_samples(generate, params, key, num: int, chunk: int) -> np.ndarray:
-    """``num`` samples in chunks of ``chunk`` (chunk ``i`` uses ``fold_in(key, i)``)."""
+def generate_samples(sample, state, key, num: int, chunk: int) -> np.ndarray:
+    """``num`` samples of ``sample(state, key, chunk)`` in chunks (chunk ``i`` uses ``fold_in(key, i)``)."""
     out = []
     for i in range(int(math.ceil(num / chunk))):
-        out.append(np.asarray(jax.device_get(generate(params, jax.random.fold_in(key, i), chunk))))
+        out.append(np.asarray(jax.device_get(sample(state, jax.random.fold_in(key, i), chunk))))
     return np.concatenate(out, axis=-4)[..., :num, :, :, :] if out else np.zeros((0,))
+
+
+def _grid_columns(images: np.ndarray) -> tuple[np.ndarray, int]:
+    """``[N, H, W, C]`` -> a square grid; ``[N, K, H, W, C]`` -> rows of ``K``-tuples."""
+    n = images.shape[0]
+    side = int(math.ceil(math.sqrt(n)))
+    if images.ndim == 5:
+        k = images.shape[1]
+        return images.reshape((n * k,) + images.shape[2:]), k * side
+    return images, side
 
 
 # ---------------------------------------------------------------------------
@@ -516,7 +186,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
 
     Args:
-      config: a ConfigDict as built by ``launch/configs/vae.py`` or ``launch/configs/gan.py``.
+      config: :func:`jaxspike.train.base_config` plus the family's sections
+        (as built by ``launch/configs/*.py``).
       workdir: the run folder (created if missing).
 
     Returns:
@@ -527,8 +198,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
       NonFiniteLossError: a loss term became NaN/inf.
       TrainingInterrupted: SIGINT/SIGTERM (after saving a checkpoint).
     """
-    validate_config(config)
-    seeds = parse_seeds(config.seeds)
+    config_lib.validate(config)
+    seeds = config_lib.parse_seeds(config.seeds)
     sweep = bool(seeds)
     if not sweep:
         seeds = [int(config.seed)]
@@ -541,7 +212,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
         )
     data_dir = config.data.data_dir or None
     # Sets too large for memory (celeb_a) train on their first data.max_examples images (0 = all).
-    limit = int(config.data.get("max_examples", 0)) or None
+    limit = int(config.data.max_examples) or None
     train_ds = data_lib.load(config.data.name, "train", data_dir=data_dir, binarize=config.data.binarize,
                              max_examples=limit)
     test_ds = data_lib.load(config.data.name, "test", data_dir=data_dir, binarize=config.data.binarize,
@@ -549,8 +220,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     if batch_size > len(train_ds.labels):
         raise ConfigError(f"config.batch_size={batch_size} exceeds the {len(train_ds.labels)} training examples")
     image_shape = data_lib.image_shape(train_ds)
-    objective = make_objective(config, image_shape)
-    program = make_program(config, objective)
+    objective = families.build(config, image_shape)
     total = int(config.total_steps)
 
     workdir = os.path.abspath(workdir)
@@ -571,8 +241,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     batch_sharding = NamedSharding(mesh, P(None, "data") if sweep else P("data"))
     streams = [state_lib.seed_streams(s) for s in seeds]
     order_seeds = [state_lib.data_seed(st.data_key) for st in streams]
-    example = _example_batch(config, image_shape)
-    init_state = jax.jit(lambda key: program.init_state(key, example), out_shardings=replicated)
+    example = _example_batch(batch_size, image_shape)
+    init_state = jax.jit(lambda key: objective.init(key, example), out_shardings=replicated)
 
     ckpts = [io.Checkpointer(os.path.join(d, "checkpoints"), int(config.keep_checkpoints)) for d in run_dirs]
     try:
@@ -594,55 +264,58 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
             state = states[0]
             run_keys = jax.jit(lambda: state_lib.seed_streams(seeds[0]).run_key, out_shardings=replicated)()
 
-        step_fn = program.step
+        def step_fn(state, batch, run_key):
+            # Step s draws its randomness from fold_in(run_key, s): a resumed run replays it exactly.
+            return objective.step(state, batch, jax.random.fold_in(run_key, state.step))
+
         if sweep:
-            step_fn = steps_lib.make_sweep_step(step_fn)
+            step_fn = jax.vmap(step_fn, in_axes=(0, 0, 0))
         jit_step = jax.jit(
             step_fn,
             donate_argnums=(0,),
             in_shardings=(replicated, batch_sharding, replicated),
             out_shardings=(replicated, replicated),
         )
-        runner = _Runner(config, objective, program, train_ds, test_ds, seeds, sweep, order_seeds, run_dirs, ckpts,
-                         batch_sharding, replicated, start)
+        runner = _Runner(config, objective, train_ds, test_ds, seeds, sweep, order_seeds, run_dirs, ckpts,
+                         batch_sharding, start)
         state, last_rows = runner.run(jit_step, state, run_keys, start, total)
         num_compiles = jit_step._cache_size() if hasattr(jit_step, "_cache_size") else -1
-        return TrainResult(state, max(start, total), last_rows, run_dirs, num_compiles)
+        return TrainResult(state, max(start, total), last_rows, run_dirs, num_compiles, objective.headline)
     finally:
         for c in ckpts:
             c.close()
 
 
+def _seed_vmap(fn: Callable, sweep: bool) -> Callable:
+    """``fn(state, *args)`` over a sweep's leading seed axis of the state (the other arguments shared)."""
+    if not sweep:
+        return fn
+    return lambda state, *args: jax.vmap(lambda s: fn(s, *args))(state)
+
+
 class _Runner:
     """The imperative part of :func:`train`: feeding, logging, saving, evaluating."""
 
-    def __init__(self, config, objective, program, train_ds, test_ds, seeds, sweep, order_seeds, run_dirs, ckpts,
-                 batch_sharding, replicated, start):
+    def __init__(self, config, objective: Objective, train_ds, test_ds, seeds, sweep, order_seeds, run_dirs, ckpts,
+                 batch_sharding, start):
         self.config, self.objective = config, objective
-        self.sample_params = program.sample_params
         self.train_ds, self.test_ds = train_ds, test_ds
         self.seeds, self.sweep, self.order_seeds = seeds, sweep, order_seeds
         self.run_dirs, self.ckpts = run_dirs, ckpts
-        self.batch_sharding, self.replicated = batch_sharding, replicated
+        self.batch_sharding = batch_sharding
         self.writers = [io.MetricsWriter(os.path.join(d, "metrics.jsonl"), start) for d in run_dirs] if io.is_writer() else []
         self.last_rows: list[dict] = [{} for _ in run_dirs]
         self.eval_key = jax.random.key(int(config.eval_seed))
-        gen, rec = objective.generate, objective.reconstruct
-        if sweep:
-            gen1 = gen
-            gen = lambda params, key, num: jax.vmap(lambda p: gen1(p, key, num))(params)  # noqa: E731
-            rec = jax.vmap(rec, in_axes=(0, None, None)) if rec is not None else None
-        self.generate = jax.jit(gen, static_argnums=2)
-        self.reconstruct = jax.jit(rec) if rec is not None else None
-        self.forward_aux = jax.jit(jax.vmap(objective.forward_aux, in_axes=(0, None, None)) if sweep else objective.forward_aux)
-        scores = objective.test_scores
-        self.test_scores = None if scores is None else jax.jit(
-            jax.vmap(scores, in_axes=(0, None, None)) if sweep else scores)
+        # Over a sweep's leading seed axis: the state is stacked, keys and images are shared.
+        self.sample = jax.jit(_seed_vmap(objective.sample, sweep), static_argnums=2)
+        self.figures = jax.jit(_seed_vmap(objective.figures, sweep))
+        self.energy = jax.jit(_seed_vmap(objective.energy, sweep), static_argnums=2)
+        self.evaluate_split = jax.jit(_seed_vmap(objective.evaluate, sweep))
         # Elapsed time counts from here, so it includes precomputing (e.g. cached front-end features).
         self.t0 = time.perf_counter()
-        self.extras, self.precompute_s = {}, None
-        if objective.precompute is not None:
-            self.extras = objective.precompute(train_ds.images)
+        self.extras = objective.precompute(train_ds.images)
+        self.precompute_s = None
+        if self.extras:
             self.precompute_s = time.perf_counter() - self.t0
             log.info("precomputed %s for %d training images in %.1f s", ", ".join(self.extras),
                      len(train_ds.images), self.precompute_s)
@@ -668,7 +341,7 @@ class _Runner:
     def check_and_log(self, step: int, metrics: dict, bar) -> None:
         values = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
         # Report the primary loss terms first, the totals and diagnostics after.
-        first = [k for k in self.objective.check_first if k in values and k != "loss"]
+        first = [k for k in self.objective.headline if k in values and k != "loss"]
         core = first + [k for k in values if k not in first and k not in ("loss", "grad_norm", "param_norm")
                         and not k.startswith(("fire/", "latent_", "rate/")) and not k.endswith("grad_norm")]
         order = core + (["loss"] if "loss" in values else []) + [k for k in values if k not in core and k != "loss"]
@@ -698,7 +371,8 @@ class _Runner:
             if self.writers:
                 self.writers[i].write(row)
         if bar is not None:
-            shown = {k: float(np.mean(values[k])) for k in ("loss", "recon", "kl", "d_loss", "g_loss") if k in values}
+            names = ("loss",) + tuple(k for k in self.objective.headline if k != "loss")
+            shown = {k: float(np.mean(values[k])) for k in names if k in values}
             bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
 
     # -- outputs -------------------------------------------------------------
@@ -707,36 +381,28 @@ class _Runner:
             c.save(step, state_lib.unstack_state(state, i) if self.sweep else state)
 
     def write_grids(self, step: int, state) -> None:
-        params = self.sample_params(state)
         n = int(self.config.num_grid)
-        k_gen, k_rec = jax.random.split(self.eval_key)
-        samples = np.asarray(jax.device_get(self.generate(params, k_gen, n)))
         # Evenly spaced test images: splits may be sorted by class (mnist5k is), and the
         # first n would all be zeros.
-        spread = np.linspace(0, len(self.test_ds.images) - 1, n).astype(int) if n else np.zeros(0, int)
-        originals = self.test_ds.images[spread]
-        recons = None
-        if self.reconstruct is not None:
-            recons = np.asarray(jax.device_get(self.reconstruct(params, jnp.asarray(originals), k_rec)))
+        spread = np.linspace(0, len(self.test_ds.images) - 1, n).astype(int)
+        figures = jax.device_get(self.figures(state, self.eval_key, jnp.asarray(self.test_ds.images[spread])))
         if not io.is_writer():
             return
         for i, d in enumerate(self.run_dirs):
-            s = samples[i] if self.sweep else samples
-            io.save_image_grid(os.path.join(d, f"samples_{step}.png"), s)
-            if recons is None:
-                continue
-            r = recons[i] if self.sweep else recons
-            pairs = np.stack([originals, r], axis=1).reshape((2 * n,) + originals.shape[1:])
-            io.save_image_grid(os.path.join(d, f"recons_{step}.png"), pairs, cols=2 * int(math.ceil(math.sqrt(n))))
+            for name, images in figures.items():
+                images, cols = _grid_columns(np.asarray(images[i] if self.sweep else images))
+                io.save_image_grid(os.path.join(d, f"{name}_{step}.png"), images, cols=cols)
 
-    def score_test_split(self, params) -> dict[str, np.ndarray]:
-        """Means of ``objective.test_scores`` over the whole test split (``[S]`` per name for sweeps)."""
+    def score_test_split(self, state) -> dict[str, np.ndarray]:
+        """Means of ``objective.evaluate`` (batch means) over the whole test split (``[S]`` per name for sweeps)."""
         bs, num = int(self.config.batch_size), len(self.test_ds.images)
         key = jax.random.fold_in(self.eval_key, 2)
         sums: dict[str, np.ndarray] = {}
         for i, lo in enumerate(range(0, num, bs)):
             images = self.test_ds.images[lo : lo + bs]
-            scores = jax.device_get(self.test_scores(params, jnp.asarray(images), jax.random.fold_in(key, i)))
+            scores = jax.device_get(self.evaluate_split(state, jnp.asarray(images), jax.random.fold_in(key, i)))
+            if not scores:
+                return {}
             for name, value in scores.items():
                 sums[name] = sums.get(name, 0.0) + np.asarray(value, np.float64) * len(images)
         return {name: total / num for name, total in sums.items()}
@@ -744,14 +410,12 @@ class _Runner:
     def evaluate(self, step: int, state) -> None:
         from jaxspike import metrics as metrics_lib  # local: eval is optional
 
-        params = self.sample_params(state)
         cfg = self.config
         k_eval, k_fwd = jax.random.split(jax.random.fold_in(self.eval_key, 1))
-        samples = generate_samples(self.generate, params, k_eval, int(cfg.eval_num_samples), int(cfg.batch_size))
-        test_images = jnp.asarray(self.test_ds.images[: int(cfg.batch_size)])
-        layers = jax.device_get(self.forward_aux(params, test_images, k_fwd))
-        test = self.score_test_split(params) if self.test_scores is not None else {}
-        min_entropy = float(cfg.get("mode_collapse_entropy", MODE_COLLAPSE_ENTROPY))
+        samples = generate_samples(self.sample, state, k_eval, int(cfg.eval_num_samples), int(cfg.batch_size))
+        layers = jax.device_get(self.energy(state, k_fwd, int(cfg.batch_size)))
+        test = self.score_test_split(state)
+        min_entropy = float(cfg.mode_collapse_entropy)
         for i, d in enumerate(self.run_dirs):
             row = {"step": step}
             row.update({f"test/{k}": float(v[i] if self.sweep else v) for k, v in test.items()})
@@ -851,10 +515,9 @@ class _Runner:
 
 
 def load_trained(workdir: str):
-    """``(config, objective, params, image_shape)`` of the newest readable checkpoint in ``workdir``.
+    """``(config, objective, state, image_shape)`` of the newest readable checkpoint in ``workdir``.
 
-    ``params`` are what ``objective.generate`` takes: the VAE's parameters,
-    the GAN's generator EMA.
+    ``objective.sample(state, key, num)`` draws images from it.
 
     Raises:
       FileNotFoundError: ``workdir`` has no ``config.json`` or no readable checkpoint.
@@ -865,17 +528,16 @@ def load_trained(workdir: str):
         raise FileNotFoundError(f"--workdir={workdir!r} holds no config.json; is it a training run folder?")
     saved = io.read_json(path)
     if saved.get("seeds"):
-        names = ", ".join(f"seed_{s}" for s in parse_seeds(saved["seeds"]))
+        names = ", ".join(f"seed_{s}" for s in config_lib.parse_seeds(saved["seeds"]))
         raise FileNotFoundError(f"--workdir={workdir!r} is a seed sweep; pass one of its runs: {names}")
     image_shape = tuple(saved.pop("image_shape"))
     for extra in ("num_train", "num_devices"):
         saved.pop(extra, None)
     config = ml_collections.ConfigDict(saved)
-    objective = make_objective(config, image_shape)
-    program = make_program(config, objective)
-    example = _example_batch(config, image_shape)
+    objective = families.build(config, image_shape)
+    example = _example_batch(int(config.batch_size), image_shape)
     key = state_lib.seed_streams(int(config.seed)).init_key
-    abstract = jax.eval_shape(lambda k: program.init_state(k, example), key)
+    abstract = jax.eval_shape(lambda k: objective.init(k, example), key)
     sharding = NamedSharding(make_mesh(1 if jax.process_count() == 1 else 0), P())
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(ckpt_dir):
@@ -885,7 +547,7 @@ def load_trained(workdir: str):
         for step in reversed(ckpt.all_steps()):
             state = ckpt.try_restore(step, resume_lib.abstract(abstract, sharding))
             if state is not None:
-                return config, objective, program.sample_params(state), image_shape
+                return config, objective, state, image_shape
     finally:
         ckpt.close()
     raise FileNotFoundError(f"--workdir={workdir!r} has no readable checkpoint in {ckpt_dir}")

@@ -5,8 +5,8 @@
 * :func:`config_diffs` lists the fields in which a run folder's saved
   ``config.json`` and a new launch's config differ (a resume must not mix
   two configs).
-* :class:`EpochCheckpoints` gives the epoch-based launchers (``launch.stdp``,
-  ``launch.rbm``: local learning, outside :func:`jaxspike.train.train`'s step
+* :class:`EpochCheckpoints` gives epoch-based training programs (the
+  local-learning routes of :mod:`jaxspike.local`, outside :func:`jaxspike.train.train`'s step
   loop) the same contract as the training loop: a checkpoint after every
   epoch, and a rerun of the same command in the same folder continues from
   the newest readable one.
@@ -26,7 +26,7 @@ from jaxspike.train import io
 
 log = logging.getLogger("jaxspike.train")
 
-__all__ = ["SignalCatcher", "Stopped", "config_diffs", "abstract", "restore_newest", "EpochCheckpoints",
+__all__ = ["SignalCatcher", "Stopped", "RunMismatch", "config_diffs", "abstract", "restore_newest", "EpochCheckpoints",
            "quiet_checkpoint_logs"]
 
 
@@ -68,6 +68,10 @@ class SignalCatcher:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         return False
+
+
+class RunMismatch(ValueError):
+    """A run folder holds checkpoints of a run with other settings; the message names the fields."""
 
 
 class Stopped(Exception):
@@ -137,7 +141,7 @@ class EpochCheckpoints:
     ``state`` is any pytree of arrays (weights, carried scalars, elapsed
     times); steps count finished epochs. Opening checks ``config`` against
     the folder's ``config.json`` (all fields but those in ``ignore``) and
-    raises ``ValueError`` naming the differing fields, so a resume cannot mix
+    raises :class:`RunMismatch` naming the differing fields, so a resume cannot mix
     two configs; then (re)writes ``config.json``.
     """
 
@@ -150,7 +154,7 @@ class EpochCheckpoints:
             keys = (set(saved) | set(config)) - ignore
             diffs = config_diffs(saved, config, sorted(keys))
             if diffs:
-                raise ValueError(
+                raise RunMismatch(
                     f"workdir {workdir!r} holds checkpoints of a run with a different config "
                     f"({'; '.join(diffs[:5])}); use a fresh --workdir or the same flags"
                 )

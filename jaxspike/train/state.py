@@ -1,4 +1,4 @@
-"""Training state and the seed streams it is built from.
+"""The seed streams a run is built from, and stacking states over a sweep's seeds.
 
 A run is a pure function of one integer seed. The seed is split once into
 three independent streams that are never reused for another purpose::
@@ -17,30 +17,13 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 Array = jax.Array
 
-__all__ = ["TrainState", "SeedStreams", "seed_streams", "data_seed", "create_train_state", "stack_states", "unstack_state"]
-
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything that changes during training, as one pytree.
-
-    Attributes:
-      step: ``int32 []`` number of optimiser updates applied so far.
-      params: model parameters.
-      opt_state: optimiser state.
-    """
-
-    step: Array
-    params: Any
-    opt_state: Any
+__all__ = ["SeedStreams", "seed_streams", "data_seed", "stack_states", "unstack_state"]
 
 
 class SeedStreams(NamedTuple):
@@ -67,11 +50,6 @@ def data_seed(data_key: Array) -> int:
     """
     bits = jax.random.bits(data_key, (), jnp.uint32)
     return int(np.uint32(jax.device_get(bits)) >> np.uint32(1))
-
-
-def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
-    """A fresh :class:`TrainState` at step 0."""
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
 def stack_states(states: list[Any]) -> Any:

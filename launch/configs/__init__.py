@@ -15,6 +15,19 @@ def neuron(**fields) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dataclasses.asdict(cells.Neuron(**fields)))
 
 
+def shrink(config: ml_collections.ConfigDict) -> None:
+    """The ``smoke`` variants' loop settings: 4 steps of batch 8, everything logged, no evaluation."""
+    config.batch_size = 8
+    config.total_steps = 4
+    config.log_every = 1
+    config.checkpoint_every = 2
+    config.sample_every = 2
+    config.num_grid = 4
+    config.eval_every = 0  # evaluation trains a classifier on first use: not in smoke runs
+    config.eval_num_samples = 16
+    config.progress = False
+
+
 def use_full_data(config: ml_collections.ConfigDict, name: str) -> None:
     """Points ``config`` at the TFDS set ``name`` with the long-run schedule of the full-data variants.
 

@@ -1,5 +1,5 @@
-# Full-scale resume check of launch.stdp (results/stdp.md, 2026-12-06): SIGTERM after 30 logged R-STDP epochs, then the same command again.
-cd "$(dirname "$0")/../.."  # the repository root
+# Full-scale resume check of launch.stdp (results/local.md): SIGTERM after 30 logged R-STDP epochs, then the same command again.
+cd "$(dirname "$0")/.."  # the repository root
 W=/tmp/s13/best_resume
 CMD="python -m launch.stdp --workdir=$W --c2=100 --epochs3=60 --rstdp_scale=4 --shifts=8 --rstdp_decay=linear --dropout=0.25"
 rm -rf $W
