@@ -4,11 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for hoist in auto true false; do
-  python3 bench/lif_layer.py --T 100 --B 64 --hoist "$hoist"
-  python3 bench/lif_layer.py --T 500 --B 16 --hoist "$hoist"
+  python3 -m bench.lif_layer --T 100 --B 64 --hoist "$hoist"
+  python3 -m bench.lif_layer --T 500 --B 16 --hoist "$hoist"
 done
-python3 bench/lif_layer.py --T 2000 --B 16 --repeats 5
-python3 bench/lif_layer.py --T 2000 --B 16 --remat 40 --repeats 5
+python3 -m bench.lif_layer --T 2000 --B 16 --repeats 5
+python3 -m bench.lif_layer --T 2000 --B 16 --remat 40 --repeats 5
 for hoist in auto true false; do
-  python3 bench/svae_step.py --hoist "$hoist"
+  python3 -m bench.svae_step --hoist "$hoist"
 done

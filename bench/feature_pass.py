@@ -1,7 +1,7 @@
 """Benchmark: the frozen S1-S2 feature pass of the STDP digit network, against its GEMM floor.
 
-    python bench/feature_pass.py
-    taskset -c 1 python bench/feature_pass.py --batch=100   # one core, as launch.stdp's runs
+    python -m bench.feature_pass
+    taskset -c 1 python -m bench.feature_pass --batch=100   # one core, as launch.stdp's runs
 
 Times ``spyketorch_net.features`` (what ``launch.stdp`` runs over every
 digit before R-STDP: DoG latency coding, S1 conv + fire, pooling, S2 conv +
@@ -19,10 +19,8 @@ Prints one JSON line.
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 import jax  # noqa: E402

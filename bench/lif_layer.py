@@ -1,9 +1,9 @@
 """Benchmark: one LIF layer, loss = total output spikes, time loss + dL/dW.
 
-    python bench/lif_layer.py --T 100 --B 64
-    python bench/lif_layer.py --T 500 --B 16
-    python bench/lif_layer.py --T 2000 --B 16 --remat 0
-    python bench/lif_layer.py --T 2000 --B 16 --remat 45
+    python -m bench.lif_layer --T 100 --B 64
+    python -m bench.lif_layer --T 500 --B 16
+    python -m bench.lif_layer --T 2000 --B 16 --remat 0
+    python -m bench.lif_layer --T 2000 --B 16 --remat 45
 
 Input ``x = (rng(0).random((T, B, 784)) < 0.1)`` as float32, weights
 ``W = rng(1).uniform(-1/28, 1/28, (784, 512))``, no bias, ``I_t = x_t W``;
@@ -17,10 +17,8 @@ in the same run. snnTorch's ``Leaky`` gives 30056 spikes at (100, 64) and
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 import jax  # noqa: E402

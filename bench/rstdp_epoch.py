@@ -1,6 +1,6 @@
 """Benchmark: one R-STDP epoch of the decision layer, matmul potentials against lax.conv.
 
-    python bench/rstdp_epoch.py
+    python -m bench.rstdp_epoch
 
 Times ``spyketorch_net.make_rstdp_epoch`` (the launch script's epoch: chunks
 of 1,000 examples, 10 decided per group, adaptive rates) on 4,000 synthetic
@@ -23,10 +23,8 @@ Prints one JSON line per build.
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
