@@ -1,9 +1,15 @@
 """Tables and plots of conversion sweeps (the ``metrics.jsonl`` that ``launch.convert`` writes).
 
-    python -m launch.convert_report --runs=NAME=DIR,NAME=DIR,... --out=results/convert
+    python -m launch.convert_report --runs=NAME=DIR,NAME=DIR,... [--out=results/convert]
+    python -m launch.convert_report --summary=results/convert_runs.jsonl [--runs=NAME,...] [--out=...]
 
-Prints a markdown table (one row per run and T, plus each analog original) and
-writes ``<out>/fid_vs_T.png`` and ``<out>/fid_vs_energy.png``.
+Prints a markdown table (one row per run and T, plus each analog original) and,
+with ``--out``, writes ``<out>/fid_vs_T.png`` and ``<out>/fid_vs_energy.png``.
+Each ``--runs`` entry is ``NAME=DIR``, a converted run folder, or, with
+``--summary`` (a page's summary file, ``launch.summarize_runs``), a bare
+``NAME``: that row's records (no ``--runs``: every row of the summary). Rows
+kept from a published table carry their ``FID / analog`` as published
+(``fid_over_analog``), since their unrounded FIDs are not kept.
 """
 
 from __future__ import annotations
@@ -13,26 +19,34 @@ import os
 
 from absl import app, flags
 
-_RUNS = flags.DEFINE_string("runs", None, "Comma-separated NAME=converted_run_dir pairs.")
-_OUT = flags.DEFINE_string("out", "results/convert", "Folder for the PNG plots.")
-flags.mark_flags_as_required(["runs"])
+from launch import reporting
+
+_RUNS = flags.DEFINE_string("runs", "", "Comma-separated NAME=converted_run_dir pairs or, with --summary, NAMEs.")
+_SUMMARY = flags.DEFINE_string("summary", "", "A results page's summary file (launch.summarize_runs).")
+_OUT = flags.DEFINE_string("out", "", "Folder for the PNG plots (empty: no plots).")
 
 
-def main(argv):
-    del argv
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def load_runs(spec: str, summary: str = "") -> list[tuple[str, list[dict]]]:
+    """``(NAME, rows)`` per entry: a converted folder's ``metrics.jsonl`` rows or a summary row's records."""
+    records = reporting.read_summary(summary) if summary else []
     runs = []
-    for part in _RUNS.value.split(","):
-        name, path = part.split("=", 1)
-        with open(os.path.join(path, "metrics.jsonl")) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+    for name, path in reporting.parse_rows(spec, "runs", summary):
+        if path is None:
+            rows = [r for r in records if r["row"] == name]
+            if not rows:
+                raise ValueError(f"{summary} has no row {name!r}")
+        else:
+            with open(os.path.join(path, "metrics.jsonl")) as f:
+                rows = [json.loads(line) for line in f if line.strip()]
         runs.append((name, rows))
-    print("| run | T | feature FID | FID / analog | IS | class entropy | pixel MAE vs analog | spikes/sample | energy nJ/sample |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if not runs:
+        raise ValueError("--runs is empty")
+    return runs
+
+
+def table(runs: list[tuple[str, list[dict]]]) -> str:
+    lines = ["| run | T | feature FID | FID / analog | IS | class entropy | pixel MAE vs analog | spikes/sample | "
+             "energy nJ/sample |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, rows in runs:
         analog = rows[0]
         for r in rows:
@@ -40,9 +54,19 @@ def main(argv):
             energy = "-" if r.get("energy_nj") is None else f"{r['energy_nj']:.0f}"
             spikes = f"{r['spikes_per_sample']:.0f}" if "spikes_per_sample" in r else "-"
             mae = f"{r['pixel_mae_vs_analog']:.4f}" if "pixel_mae_vs_analog" in r else "-"
-            print(f"| {name} | {t} | {r['fid']:.1f} | {r['fid'] / analog['fid']:.3f} | {r['inception_score']:.2f} | "
-                  f"{r['class_entropy']:.2f} | {mae} | {spikes} | {energy} |")
-    os.makedirs(_OUT.value, exist_ok=True)
+            ratio = r.get("fid_over_analog", r["fid"] / analog["fid"])
+            lines.append(f"| {name} | {t} | {r['fid']:.1f} | {ratio:.3f} | {r['inception_score']:.2f} | "
+                         f"{r['class_entropy']:.2f} | {mae} | {spikes} | {energy} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[tuple[str, list[dict]]], out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, rows in runs:
         conv = [r for r in rows if r["kind"] == "converted"]
@@ -53,7 +77,7 @@ def main(argv):
     ax.set_ylabel("feature FID (dashed: analog original)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(_OUT.value, "fid_vs_T.png"), dpi=110)
+    fig.savefig(os.path.join(out, "fid_vs_T.png"), dpi=110)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, rows in runs:
         conv = [r for r in rows if r["kind"] == "converted"]
@@ -65,7 +89,19 @@ def main(argv):
     ax.set_ylabel("feature FID")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(_OUT.value, "fid_vs_energy.png"), dpi=110)
+    fig.savefig(os.path.join(out, "fid_vs_energy.png"), dpi=110)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
+    try:
+        runs = load_runs(_RUNS.value, _SUMMARY.value)
+    except (ValueError, FileNotFoundError) as err:
+        raise app.UsageError(str(err)) from None
+    print(table(runs), end="")
+    if _OUT.value:
+        plot(runs, _OUT.value)
 
 
 if __name__ == "__main__":

@@ -88,3 +88,115 @@ def test_train_seconds_sums_resumed_segments():
     assert reporting.train_seconds(rows) == 38.0
     assert reporting.train_seconds(rows[:2]) == 20.0
     assert np.isnan(reporting.train_seconds([]))
+
+
+def test_summary_records_stand_in_for_run_folders(tmp_path):
+    """launch.summarize_runs' records give the report the tables and commands of the run folders."""
+    from launch import reporting
+
+    spiking, analog, sweep = (str(tmp_path / n) for n in ("svae", "avae", "sweep"))
+    _run(spiking, fid=80.0, entropy=2.25, mse=0.031, energy_pj=0.5e6, overrides={"model.prior": "uniform_rate"})
+    _run(analog, fid=90.0, entropy=2.28, mse=0.02, energy_pj=2.6e6, analog=True)
+    for seed, fid in ((0, 100.0), (1, 110.0)):
+        _run(os.path.join(sweep, f"seed_{seed}"), fid=fid, entropy=2.0, mse=0.04, energy_pj=1e6,
+             overrides={"model.coding": "rate", "seed": seed})
+    records = reporting.run_records(f"default={spiking},analog={analog},{sweep}")
+    assert [(r["row"], r["seed"]) for r in records] == [("default", 0), ("analog", 0), ("sweep", 0), ("sweep", 1)]
+    assert records[0]["config"] == "launch/configs/vae.py" and records[0]["overrides"] == {"model.prior": "uniform_rate"}
+    assert records[1]["config"] == "launch/configs/vae.py:analog" and records[1]["overrides"] == {}
+    summary = tmp_path / "vae_runs.jsonl"
+    summary.write_text("".join(json.dumps(r) + "\n" for r in records))
+    folders = [("default", spiking), ("analog", analog), ("sweep", sweep)]
+    from_folders = vae_report.build(folders, "default", "analog", [], "", "", str(tmp_path / "f1"),
+                                    tables=["targets", "results"])
+    from_summary = vae_report.build(vae_report.parse_rows("", str(summary)), "default", "analog", [], "", "",
+                                    str(tmp_path / "f2"), summary=str(summary), tables=["targets", "results"])
+    assert from_summary == from_folders and "| sweep |" in from_summary and "105.0 ± 7.1" in from_summary
+    commands = vae_report.build(vae_report.parse_rows("sweep", str(summary)), None, None, [], "", "",
+                                str(tmp_path / "f3"), summary=str(summary), tables=["commands"])
+    assert "--workdir=runs/vae/sweep/seed_K --config.model.coding=rate --config.seed=K" in commands
+
+
+def test_older_field_names_become_todays_flags(tmp_path):
+    """A run of an older config (neuron settings on model, slope naming the arctan's alpha) gives today's flags."""
+    from launch import reporting
+
+    run = str(tmp_path / "old")
+    _run(run, fid=1.0, entropy=2.0, mse=0.01, energy_pj=1.0)
+    config = json.load(open(os.path.join(run, "config.json")))
+    neuron = config["model"].pop("neuron")
+    config["model"].update(beta=0.95, threshold=neuron["threshold"], surrogate="arctan", slope=3.0, learn_neuron=True)
+    config["frontend_cache"] = config["model"].pop("frontend_cache") and False
+    io.write_json(os.path.join(run, "config.json"), config)
+    rec = reporting.record(reporting.run_summary(run), "old")
+    assert rec["overrides"] == {"model.frontend_cache": False, "model.neuron.alpha": 3.0, "model.neuron.beta": 0.95,
+                                "model.neuron.learn": True}
+    line = reporting.commands("old", None, [reporting.from_record(rec)], "vae", vae_report.command)[0]
+    assert line.endswith("--workdir=runs/vae/old --config.model.frontend_cache=False --config.model.neuron.alpha=3.0 "
+                         "--config.model.neuron.beta=0.95 --config.model.neuron.learn=True`")
+
+
+def test_published_rows_and_other_summaries(tmp_path):
+    """A row kept as its published mean +- std prints as published; val_rstdp logs and merging."""
+    from launch import reporting
+
+    rec = {"row": "kept", "seeds": [0, 1, 2], "config": "launch/configs/vae.py", "overrides": {"seeds": "0,1,2"},
+           "step": 3000, "eval/fid": 69.9, "test/mse": 0.021, "energy_uj": 0.59, "std": {"eval/fid": 4.8, "test/mse": 0.0002}}
+    runs = [reporting.from_record(rec)]
+    assert reporting.cell(runs, "eval/fid", "{:.1f}") == "69.9 ± 4.8"
+    assert reporting.cell(runs, "test/mse", "{:.4f}") == "0.0210 ± 0.0002"
+    assert reporting.cell(runs, "energy_uj", "{:.2f}") == "0.59" and reporting.num_seeds(runs) == 3
+    assert reporting.commands("kept", None, runs, "vae", vae_report.command) == [
+        "- kept: `python -m launch.train --config=launch/configs/vae.py --workdir=runs/vae/kept --seeds=0,1,2`"]
+
+    log = tmp_path / "seed1_d0.25_pc30.jsonl"
+    log.write_text("".join(json.dumps({"epoch": e, "train": 0.5, "val": 0.9 + e / 1000, "test": 0.8, "s": 10 * (e + 1)})
+                           + "\n" for e in range(12)))
+    val = reporting.val_rstdp_record(str(log))
+    assert (val["variant"], val["seed"], val["epochs"], val["val_final"]) == ("d0.25_pc30", 1, 12, 0.911)
+    assert val["val_mean10"] == pytest.approx(0.9065) and val["s_per_epoch"] == 10.0
+    with pytest.raises(ValueError, match="seed<S>_<variant>"):
+        reporting.val_rstdp_record(str(tmp_path / "log.jsonl"))
+
+    old = [{"row": "a", "v": 1}, {"row": "b", "v": 1}, {"row": "b", "v": 2}, {"row": "c", "v": 1}]
+    new = [{"row": "b", "v": 3}, {"row": "d", "v": 1}]
+    assert reporting.merge(old, new, lambda r: r["row"]) == [old[0], new[0], old[3], new[1]]
+
+
+def test_convert_summary_and_report_cli(tmp_path):
+    """launch.summarize_runs on a launch.convert folder, then launch.convert_report from the summary."""
+    import subprocess
+    import sys
+
+    conv = tmp_path / "agan_converted"
+    conv.mkdir()
+    (conv / "config.json").write_text(json.dumps({"coding": "uniform_rate", "command": "launch/convert.py --Ts=4"}))
+    rows = [{"T": 0, "kind": "analog", "fid": 100.0, "inception_score": 4.0, "class_entropy": 2.1, "energy_nj": 2525.0},
+            {"T": 4, "kind": "converted", "fid": 110.0, "inception_score": 3.9, "class_entropy": 2.0,
+             "pixel_mae_vs_analog": 0.12, "spikes_per_sample": 481.0, "energy_nj": 312.0, "sim_s": 1.0}]
+    (conv / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    summary = tmp_path / "convert_runs.jsonl"
+    run = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=repo, capture_output=True, text=True,  # noqa: E731
+                                       timeout=120)
+    out = run("launch.summarize_runs", f"--runs=GAN u={conv}", f"--out={summary}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    records = [json.loads(line) for line in summary.read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["analog", "converted"] and records[0]["coding"] == "uniform_rate"
+    assert "sim_s" not in records[1]
+    out = run("launch.convert_report", f"--summary={summary}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| GAN u | 4 | 110.0 | 1.100 | 3.90 | 2.00 | 0.1200 | 481 | 312 |" in out.stdout
+    assert out.stdout == run("launch.convert_report", f"--runs=GAN u={conv}").stdout
+
+
+def test_a_vmapped_sweep_summarises_to_one_command(tmp_path):
+    from launch import reporting
+
+    sweep = str(tmp_path / "sweep")
+    for seed in (0, 1):
+        _run(os.path.join(sweep, f"seed_{seed}"), fid=100.0 + seed, entropy=2.0, mse=0.04, energy_pj=1e6,
+             overrides={"seeds": "0,1", "seed": seed})
+    runs = [reporting.from_record(r) for r in reporting.run_records(f"rs={sweep}")]
+    assert reporting.commands("rs", None, runs, "vae", vae_report.command) == [
+        "- rs: `python -m launch.train --config=launch/configs/vae.py --workdir=runs/vae/rs --seeds=0,1`"]
