@@ -8,7 +8,7 @@ digit before R-STDP: DoG latency coding, S1 conv + fire, pooling, S2 conv +
 fire, pooling) on ``--batch`` real mnist5k digits, and its parts run alone:
 the encoding, its rank-order latency step (``stdp.intensity_to_latency``,
 and for comparison the same step with the rank found by a second argsort,
-as before 2026-12-06, instead of one scatter: ``x_rank_scatter``) and the
+the earlier form, instead of one scatter: ``x_rank_scatter``) and the
 two convolutions over all T time steps (``stdp.conv_potentials``). The floor is the two convolutions as im2col
 GEMMs (``[T*B*H*W, k*k*C_in] x [k*k*C_in, C_out]``) timed in alternating
 rounds with the pass (``_common.time_against_floor``). Weights are the
@@ -37,7 +37,7 @@ _C2 = flags.DEFINE_integer("c2", 100, "S2 feature maps.")
 
 
 def _inverse_by_argsort(order):
-    """``stdp._inverse_permutation`` by a second argsort (the form before 2026-12-06)."""
+    """``stdp._inverse_permutation`` by a second argsort (the earlier form)."""
     return jnp.argsort(order, axis=1, stable=True)
 
 

@@ -9,7 +9,7 @@ so the loop is what is timed. Prints one JSON line: wall time of each
 (compilation included), steady-state steps/s of each (from ``metrics.jsonl``,
 first log window excluded) and the ratios.
 
-Measured 2026-11-28, default config (T=16, latent 128, batch 128), 4 seeds:
+Measured with the default config at the time (T=16, latent 128, batch 128), 4 seeds:
 
 * one H200 GPU, jax 0.11.2, ``--steps=300``: sequential 35.8 s, sweep 15.6 s
   wall (2.29x); steady state 16.2 ms vs 5.3 ms per step of all 4 seeds (3.04x).

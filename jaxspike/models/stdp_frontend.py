@@ -281,7 +281,7 @@ class STDPFrontEnd:
     # -- energy bookkeeping (forward values only) ---------------------------
 
     def _dog_aux(self, batch: int) -> dict:
-        # Analog filtering: every pixel times every non-zero DoG tap (as results/stdp.md counts it).
+        # Analog filtering: every pixel times every non-zero DoG tap (as results/local.md counts it).
         taps = float(np.count_nonzero(_DOG)) * 28 * 28
         zero = jnp.zeros((batch,), jnp.float32)
         return {"synops": zero, "macs": zero + taps}
