@@ -58,6 +58,7 @@ __all__ = [
     "LayerShape",
     "dense_shape",
     "conv_shape",
+    "layer_shapes",
     "Twin",
     "matched_bits",
     "twins",
@@ -498,6 +499,88 @@ def conv_shape(
                       num_steps=int(num_steps), **flags)
 
 
+@dataclasses.dataclass(frozen=True)
+class _LayerTag:
+    """Marks a layer's aux while :func:`layer_shapes` traces a model (a pytree with no leaves)."""
+
+    index: int
+
+
+jax.tree_util.register_static(_LayerTag)
+_TAG_KEY = "_energy_layer_tag"
+
+
+def _time_major_steps(args, kwargs) -> int | None:
+    for a in list(args) + list(kwargs.values()):
+        if getattr(a, "ndim", 0) >= 3:
+            return int(a.shape[0])
+    return None
+
+
+def _shape_of_module(module, args, kwargs, outputs) -> LayerShape | None:
+    """A :class:`LayerShape` from a layer module's kernel, input and output shapes."""
+    from jaxspike import layers  # local: layers is only needed to trace a model
+
+    params = module.variables.get("params", {})
+    kernel = params.get("kernel") if isinstance(params, Mapping) else None
+    if kernel is None or isinstance(kernel, Mapping):
+        return None
+    num_steps = _time_major_steps(args, kwargs)
+    if num_steps is None:
+        raise ValueError(f"layer {module.name!r}: no time-major input [T, B, ...] to read T from; "
+                         "give its LayerShape explicitly")
+    flags = dict(
+        bias=bool(getattr(module, "use_bias", True)),
+        norm=bool(getattr(module, "current_norm", False)),
+        analog_input=getattr(module, "input_kind", "spikes") == "analog",
+    )
+    if isinstance(module, layers.DenseReadout):
+        flags["spiking"] = False
+    elif isinstance(module, layers._SpikingLayer):
+        flags["spiking"] = module._get_cell().name != "leaky_integrator"
+    shape = tuple(kernel.shape)
+    if len(shape) == 2:
+        return dense_shape(shape[0], shape[1], num_steps, **flags)
+    if len(shape) == 4 and isinstance(module, layers.SpikingConv):
+        x_shape, y_shape = tuple(args[0].shape), tuple(outputs[0].shape)
+        transpose = isinstance(module, layers.SpikingConvTranspose)
+        return conv_shape(x_shape[2:4], y_shape[2:4], shape[:2], shape[2], shape[3], num_steps,
+                          transpose=transpose, **flags)
+    raise ValueError(f"layer {module.name!r}: kernel shape {shape} of a {type(module).__name__} is not "
+                     "a dense or (transposed) convolution; give its LayerShape explicitly")
+
+
+def layer_shapes(fn, *args, **kwargs) -> dict[str, LayerShape]:
+    """The :class:`LayerShape` of every layer in the aux a model function returns.
+
+    ``fn(*args, **kwargs)`` must return the aux dict you would give
+    :func:`energy_report`, e.g. ``lambda p, z: generator.apply({"params": p}, z)[1]``.
+    It is traced once for shapes (``jax.eval_shape``; ``args`` may be
+    ``jax.ShapeDtypeStruct`` s), and every flax module whose call returns a
+    layer aux and owns a ``kernel`` (the layers of :mod:`jaxspike.layers`,
+    the VAE's autoregressive sampler) is described from its kernel, input and
+    output shapes. Keys match :func:`layer_aux`. Layers that are not flax
+    modules (the STDP front end) get no entry: give theirs explicitly.
+    """
+    import flax.linen as nn  # local: only tracing needs flax
+
+    records: list[LayerShape] = []
+
+    def interceptor(next_fun, call_args, call_kwargs, context):
+        outputs = next_fun(*call_args, **call_kwargs)
+        if (context.method_name == "__call__" and isinstance(outputs, tuple) and outputs
+                and isinstance(outputs[-1], Mapping) and _is_layer(outputs[-1])):
+            shape = _shape_of_module(context.module, call_args, call_kwargs, outputs)
+            if shape is not None:
+                records.append(shape)
+                outputs = outputs[:-1] + ({**outputs[-1], _TAG_KEY: _LayerTag(len(records) - 1)},)
+        return outputs
+
+    with nn.intercept_methods(interceptor):
+        aux = jax.eval_shape(lambda a, k: fn(*a, **k), args, kwargs)
+    return {name: records[node[_TAG_KEY].index] for name, node in layer_aux(aux).items() if _TAG_KEY in node}
+
+
 class Twin(NamedTuple):
     """Precision of an analog twin: activation and weight widths, float or integer."""
 
@@ -650,7 +733,8 @@ def memory_energy_report(
     Args:
       aux: the model's aux, as for :func:`energy_report`.
       shapes: ``{layer name: LayerShape}`` for every layer in ``aux`` (names as
-        :func:`layer_aux`; see :func:`dense_shape`, :func:`conv_shape`).
+        :func:`layer_aux`; see :func:`layer_shapes`, :func:`dense_shape`,
+        :func:`conv_shape`).
       profiles: hardware profiles (default :data:`PROFILES`).
 
     Returns:

@@ -4,6 +4,7 @@ import dataclasses
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -58,6 +59,25 @@ def test_profile_arithmetic_and_validation():
         dataclasses.replace(hw, state_pj_per_bit=-1.0)
     with pytest.raises(ValueError, match="bit widths"):
         dataclasses.replace(hw, acc_bits=0)
+
+
+def test_layer_shapes_of_a_traced_model():
+    x = jax.ShapeDtypeStruct(X.shape, jnp.float32)
+    shapes = energy.layer_shapes(lambda p, x: TwoLayer().apply(p, x)[1], PARAMS, x)
+    assert shapes == SHAPES
+
+
+def test_conv_shapes_match_the_analog_twin():
+    from jaxspike.models import gan
+
+    g = gan.SpikingGenerator(num_steps=4, noise_dim=8, arch="conv", channels=(16, 8))
+    z = jnp.zeros((4, 2, 8))
+    shapes = energy.layer_shapes(lambda p, z: g.apply(p, z)[1], jax.eval_shape(g.init, jax.random.key(0), z), z)
+    assert shapes["g_deconv0"] == energy.conv_shape((7, 7), (14, 14), 4, 16, 8, 4, transpose=True)
+    assert not shapes["g_out"].spiking  # membrane readout
+    twin = gan.AnalogGenerator(noise_dim=8, arch="conv", channels=(16, 8))
+    twin_params = jax.eval_shape(twin.init, jax.random.key(0), jnp.zeros((2, 8)))["params"]
+    assert sum(s.macs for s in shapes.values()) == energy.analog_macs(twin, twin_params, jnp.zeros((2, 8)))
 
 
 # Hand computation on NEUROMORPHIC: e_W = 20/64 pJ/bit, e_S = e_A = 10/64 pJ/bit,
