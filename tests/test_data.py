@@ -164,7 +164,10 @@ def array_record_dir(tmp_path_factory):
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):
-            features = {"image": tfds.features.Image(shape=(28, 28, 1)), "label": tfds.features.ClassLabel(num_classes=10)}
+            features = {
+                "image": tfds.features.Image(shape=(28, 28, 1)),
+                "label": tfds.features.ClassLabel(num_classes=10),
+            }
             return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features),
                                          disable_shuffling=True)
 

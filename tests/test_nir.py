@@ -38,8 +38,8 @@ def _round_trip(network, params, x, tmp_path, input_shape=None, key=None):
     imported = _through_file(graph, tmp_path)
     assert imported.input_shape == tuple(input_shape)
     args = (key,) if key is not None else ()
-    y0, aux0 = network.apply({"params": params}, x, *args)
-    y1, aux1 = imported.network.apply({"params": imported.params}, x, *args)
+    y0, _ = network.apply({"params": params}, x, *args)
+    y1, _ = imported.network.apply({"params": imported.params}, x, *args)
     np.testing.assert_array_equal(np.asarray(y0), np.asarray(y1))
     _assert_tree_equal(params, imported.params)
     return graph, imported, y0
@@ -81,17 +81,34 @@ def _euler(node, currents):
 
 
 FOREIGN = {  # parameters another library might write: r and v_leak not jaxspike's, per-neuron values
-    "LIF": lambda n: nir.LIF(tau=np.linspace(2e-4, 8e-4, n), r=np.full(n, 3.0), v_leak=np.full(n, 0.2),
-                             v_threshold=np.linspace(0.8, 1.2, n), v_reset=np.zeros(n)),
+    "LIF": lambda n: nir.LIF(
+        tau=np.linspace(2e-4, 8e-4, n),
+        r=np.full(n, 3.0),
+        v_leak=np.full(n, 0.2),
+        v_threshold=np.linspace(0.8, 1.2, n),
+        v_reset=np.zeros(n),
+    ),
     "IF": lambda n: nir.IF(r=np.full(n, 0.7), v_threshold=np.full(n, 1.1), v_reset=np.zeros(n)),
-    "CubaLIF": lambda n: nir.CubaLIF(tau_syn=np.full(n, 3e-4), tau_mem=np.full(n, 5e-4), r=np.full(n, 4.0),
-                                     v_leak=np.zeros(n), v_threshold=np.full(n, 0.9), w_in=np.full(n, 2.0)),
+    "CubaLIF": lambda n: nir.CubaLIF(
+        tau_syn=np.full(n, 3e-4),
+        tau_mem=np.full(n, 5e-4),
+        r=np.full(n, 4.0),
+        v_leak=np.zeros(n),
+        v_threshold=np.full(n, 0.9),
+        w_in=np.full(n, 2.0),
+    ),
     "LI": lambda n: nir.LI(tau=np.full(n, 4e-4), r=np.full(n, 2.0), v_leak=np.full(n, 0.1)),
-    "SubtractLIF": lambda n: nodes.SubtractLIF(tau=np.full(n, 1e-3), r=np.full(n, 10.0), v_leak=np.zeros(n),
-                                               v_threshold=np.full(n, 1.0)),
+    "SubtractLIF": lambda n: nodes.SubtractLIF(
+        tau=np.full(n, 1e-3), r=np.full(n, 10.0), v_leak=np.zeros(n), v_threshold=np.full(n, 1.0)
+    ),
     "SubtractCubaLIF": lambda n: nodes.SubtractCubaLIF(
-        tau_syn=np.full(n, 5e-4), tau_mem=np.full(n, 1e-3), r=np.full(n, 10.0), v_leak=np.zeros(n),
-        v_threshold=np.full(n, 1.0), w_in=np.full(n, 5.0)),
+        tau_syn=np.full(n, 5e-4),
+        tau_mem=np.full(n, 1e-3),
+        r=np.full(n, 10.0),
+        v_leak=np.zeros(n),
+        v_threshold=np.full(n, 1.0),
+        w_in=np.full(n, 5.0),
+    ),
 }
 
 
@@ -102,8 +119,9 @@ def test_import_follows_nir_euler_equations(kind, tmp_path):
     weight = rng.normal(0.0, 0.6, (n, n_in)).astype(np.float32)
     bias = rng.normal(0.0, 0.1, n).astype(np.float32)
     neuron = FOREIGN[kind](n)
-    graph = nir.NIRGraph.from_list(nir.Input(np.array([n_in])), nir.Affine(weight=weight, bias=bias), neuron,
-                                   nir.Output(np.array([n])))
+    graph = nir.NIRGraph.from_list(
+        nir.Input(np.array([n_in])), nir.Affine(weight=weight, bias=bias), neuron, nir.Output(np.array([n]))
+    )
     imported = _through_file(graph, tmp_path)
     x = _spikes((n_in,), 0.5)
     out, _ = imported.network.apply({"params": imported.params}, x)
@@ -175,13 +193,17 @@ def test_dense_round_trip_every_cell(cell_name, tmp_path):
     if cell_name == "learned_per_neuron":
         params["cell"] = {"beta": jnp.linspace(0.5, 0.95, 7), "threshold": jnp.linspace(0.5, 1.5, 7)}
     net = jnir.Network(("fc",), (layer,))
-    graph, imported, spikes = _round_trip(net, {"fc": params}, x, tmp_path)
+    _, imported, spikes = _round_trip(net, {"fc": params}, x, tmp_path)
     assert cell_name == "leaky_integrator" or 0 < float(spikes.sum()) < spikes.size
     back = imported.network.stages[0].cell
     assert back.name == layer.cell.name
     want, got = neurons.cell_constants(layer.cell), neurons.cell_constants(back)
     for name in set(want) - {"spike_fn"} - set(params.get("cell", {})):  # learned values are in params
-        same = np.float32(got[name]) == np.float32(want[name]) if isinstance(want[name], float) else got[name] == want[name]
+        same = (
+            np.float32(got[name]) == np.float32(want[name])
+            if isinstance(want[name], float)
+            else got[name] == want[name]
+        )
         assert same, (name, want[name], got[name])
 
 
@@ -205,7 +227,8 @@ def test_conv_round_trip(kernel, strides, padding, tmp_path):
     layer = layers.SpikingConv(3, kernel_size=kernel, strides=strides, padding=padding, cell=cell)
     params = _scaled_init(layer, x)
     params["cell"]["threshold"] = jnp.linspace(0.5, 1.5, params["cell"]["threshold"].size).reshape(
-        params["cell"]["threshold"].shape)
+        params["cell"]["threshold"].shape
+    )
     graph, imported, spikes = _round_trip(jnir.Network(("conv",), (layer,)), {"conv": params}, x, tmp_path)
     assert 0 < float(spikes.sum()) < spikes.size
     node = graph.nodes["conv"]
@@ -221,8 +244,12 @@ def test_asymmetric_padding_exports_an_equivalent_symmetric_conv():
     node = jnir.to_nir(jnir.Network(("conv",), (layer,)), {"conv": params}, (8, 8, 2)).nodes["conv"]
     assert node.weight.shape[2:] == (4, 4) and tuple(node.padding) == (1, 1)
     nchw = jnp.moveaxis(x, -1, 1)
-    sym = jax.lax.conv_general_dilated(nchw, node.weight, node.stride, [(1, 1), (1, 1)],
-                                       dimension_numbers=("NCHW", "OIHW", "NCHW")) + node.bias[:, None, None]
+    sym = (
+        jax.lax.conv_general_dilated(
+            nchw, node.weight, node.stride, [(1, 1), (1, 1)], dimension_numbers=("NCHW", "OIHW", "NCHW")
+        )
+        + node.bias[:, None, None]
+    )
     ref = layer.apply({"params": params}, x[None], method=lambda m, v: m._synapse(params, v[0]))
     np.testing.assert_allclose(np.asarray(jnp.moveaxis(sym, 1, -1)), np.asarray(ref), rtol=1e-6, atol=1e-6)
 
@@ -230,8 +257,9 @@ def test_asymmetric_padding_exports_an_equivalent_symmetric_conv():
 @pytest.mark.parametrize("kernel, strides, padding", [(4, 2, "SAME"), (3, 2, "SAME"), (3, 1, "VALID"), (2, 2, "VALID")])
 def test_conv_transpose_round_trip_and_node_definition(kernel, strides, padding, tmp_path):
     x = _spikes((3, 3, 2), 0.5)
-    layer = layers.SpikingConvTranspose(3, kernel_size=kernel, strides=strides, padding=padding,
-                                        cell=cells.lif(0.9, 0.6))
+    layer = layers.SpikingConvTranspose(
+        3, kernel_size=kernel, strides=strides, padding=padding, cell=cells.lif(0.9, 0.6)
+    )
     params = _scaled_init(layer, x)
     graph, _, spikes = _round_trip(jnir.Network(("deconv",), (layer,)), {"deconv": params}, x, tmp_path)
     assert 0 < float(spikes.sum()) < spikes.size
@@ -271,8 +299,13 @@ def test_readout_and_bernoulli_stages_round_trip(mode, key, tmp_path):
     _, _, y = _round_trip(net, params, probs, tmp_path, key=key)
     spikes = (jax.random.uniform(key, probs.shape) < probs).astype(jnp.float32)
     ref_spikes, _ = dense.apply({"params": params["fc"]}, spikes)
-    reduce = {"mean": lambda s: s.mean(0), "last": lambda s: s[-1], "max": lambda s: s.max(0),
-              "first_spike": lambda s: __import__("jaxspike").encoding.first_spike_intensity(s), "none": lambda s: s}
+    reduce = {
+        "mean": lambda s: s.mean(0),
+        "last": lambda s: s[-1],
+        "max": lambda s: s.max(0),
+        "first_spike": lambda s: __import__("jaxspike").encoding.first_spike_intensity(s),
+        "none": lambda s: s,
+    }
     np.testing.assert_array_equal(np.asarray(y), np.asarray(jax.nn.sigmoid(reduce[mode](ref_spikes))))
 
 
@@ -282,8 +315,9 @@ def test_flatten_and_unflatten_move_layout_into_dense_kernels(tmp_path):
     conv = layers.SpikingConv(3, kernel_size=3, strides=2, cell=cells.lif(0.9, 0.5))
     dense = layers.SpikingDense(2 * 2 * 3, cell=cells.lif(0.9, 0.5, learn_threshold=True, per_neuron=True))
     deconv = layers.SpikingConvTranspose(2, kernel_size=4, strides=2, cell=cells.lif(0.9, 0.5))
-    net = jnir.Network(("conv", "flat", "fc", "unflat", "deconv"),
-                       (conv, jnir.Flatten(), dense, jnir.Unflatten((2, 2, 3)), deconv))
+    net = jnir.Network(
+        ("conv", "flat", "fc", "unflat", "deconv"), (conv, jnir.Flatten(), dense, jnir.Unflatten((2, 2, 3)), deconv)
+    )
     params = _scaled_init(net, x)
     params["fc"]["cell"]["threshold"] = jnp.linspace(0.3, 0.9, 12)
     graph, imported, y = _round_trip(net, params, x, tmp_path)
@@ -315,8 +349,16 @@ def test_discriminator_round_trip(arch, key, tmp_path):
 
 @pytest.mark.parametrize("arch, readout", [("mlp", "first_spike"), ("conv", "membrane")])
 def test_generator_round_trip_with_extension_nodes(arch, readout, key, tmp_path):
-    G = gan.SpikingGenerator(num_steps=T, noise_dim=5, image_shape=(8, 8, 1), arch=arch, hidden=(12, 16),
-                             channels=(4, 3), readout=readout, threshold=0.5)
+    G = gan.SpikingGenerator(
+        num_steps=T,
+        noise_dim=5,
+        image_shape=(8, 8, 1),
+        arch=arch,
+        hidden=(12, 16),
+        channels=(4, 3),
+        readout=readout,
+        threshold=0.5,
+    )
     g_params = G.init(key, jnp.zeros((T, B, 5)))["params"]
     images, g_aux = G.apply({"params": g_params}, key, B, method="generate")
     exported = jnir.generator_network(G, g_params)
@@ -386,7 +428,14 @@ def test_imports_a_channels_first_conv_graph_like_other_libraries_write(tmp_path
             "lif2": lif(),
             "output": nir.Output(np.array([4])),
         },
-        edges=[("input", "conv"), ("conv", "lif1"), ("lif1", "flat"), ("flat", "fc"), ("fc", "lif2"), ("lif2", "output")],
+        edges=[
+            ("input", "conv"),
+            ("conv", "lif1"),
+            ("lif1", "flat"),
+            ("flat", "fc"),
+            ("fc", "lif2"),
+            ("lif2", "output"),
+        ],
         type_check=False,
     )
     imported = jnir.from_nir(graph)
@@ -394,13 +443,21 @@ def test_imports_a_channels_first_conv_graph_like_other_libraries_write(tmp_path
     y, _ = imported.network.apply({"params": imported.params}, jnp.moveaxis(x_chw, 2, -1))
 
     def reference(x):  # the same network in NIR's layout
-        cur = jax.lax.conv_general_dilated(x.reshape(-1, 2, 6, 6), conv_w, (1, 1), [(1, 1), (1, 1)],
-                                           dimension_numbers=("NCHW", "OIHW", "NCHW")) + conv_b[:, None, None]
-        s1 = layers.scan_time(lambda st, i: cells.lif(0.8, reset="zero").step({}, st, i),
-                              cells.lif().init_state((B, 3, 6, 6)), cur.reshape(T, B, 3, 6, 6))[1]
+        cur = (
+            jax.lax.conv_general_dilated(
+                x.reshape(-1, 2, 6, 6), conv_w, (1, 1), [(1, 1), (1, 1)], dimension_numbers=("NCHW", "OIHW", "NCHW")
+            )
+            + conv_b[:, None, None]
+        )
+        s1 = layers.scan_time(
+            lambda st, i: cells.lif(0.8, reset="zero").step({}, st, i),
+            cells.lif().init_state((B, 3, 6, 6)),
+            cur.reshape(T, B, 3, 6, 6),
+        )[1]
         cur2 = s1.reshape(T, B, -1) @ fc_w.T
-        return layers.scan_time(lambda st, i: cells.lif(0.8, reset="zero").step({}, st, i),
-                                cells.lif().init_state((B, 4)), cur2)[1]
+        return layers.scan_time(
+            lambda st, i: cells.lif(0.8, reset="zero").step({}, st, i), cells.lif().init_state((B, 4)), cur2
+        )[1]
 
     np.testing.assert_array_equal(np.asarray(y), np.asarray(reference(x_chw)))
     assert 0 < float(y.sum())
@@ -421,15 +478,21 @@ def test_refusals_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="readout='first_spike_interp'"):
         jnir.generator_network(gan.SpikingGenerator(num_steps=T, readout="first_spike_interp"), {})
 
-    lif = nir.LIF(tau=np.full(3, 1e-3), r=np.full(3, 10.0), v_leak=np.zeros(3), v_threshold=np.ones(3),
-                  v_reset=np.full(3, -0.5))
+    lif = nir.LIF(
+        tau=np.full(3, 1e-3), r=np.full(3, 10.0), v_leak=np.zeros(3), v_threshold=np.ones(3), v_reset=np.full(3, -0.5)
+    )
     graph = nir.NIRGraph.from_list(nir.Input(np.array([6])), nir.Linear(weight=np.ones((3, 6), np.float32)), lif)
     with pytest.raises(ValueError, match="v_reset != 0"):
         jnir.from_nir(graph)
     branching = nir.NIRGraph(
-        nodes={"input": nir.Input(np.array([2])), "a": nir.Linear(weight=np.ones((2, 2))),
-               "b": nir.Linear(weight=np.ones((2, 2))), "output": nir.Output(np.array([2]))},
-        edges=[("input", "a"), ("input", "b"), ("a", "output"), ("b", "output")], type_check=False,
+        nodes={
+            "input": nir.Input(np.array([2])),
+            "a": nir.Linear(weight=np.ones((2, 2))),
+            "b": nir.Linear(weight=np.ones((2, 2))),
+            "output": nir.Output(np.array([2])),
+        },
+        edges=[("input", "a"), ("input", "b"), ("a", "output"), ("b", "output")],
+        type_check=False,
     )
     with pytest.raises(ValueError, match="single feed-forward path"):
         jnir.from_nir(branching)

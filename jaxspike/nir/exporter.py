@@ -76,7 +76,9 @@ def _pair(v) -> tuple[int, int]:
 def conv_padding(padding, in_hw, kernel_hw, strides) -> tuple[tuple[int, int], tuple[int, int]]:
     """Explicit ``((lo, hi), (lo, hi))`` of a :class:`~jaxspike.layers.SpikingConv` padding."""
     if isinstance(padding, str):
-        return tuple(tuple(int(p) for p in pads) for pads in jax.lax.padtype_to_pads(in_hw, kernel_hw, strides, padding))
+        return tuple(
+            tuple(int(p) for p in pads) for pads in jax.lax.padtype_to_pads(in_hw, kernel_hw, strides, padding)
+        )
     return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
@@ -119,7 +121,9 @@ def _symmetric_kernel(kernel_oihw: np.ndarray, pads, where: str) -> tuple[np.nda
     short = int(np.argmin(size))
     gap = max(size) - size[short]
     if gap % 2:
-        raise ValueError(f"{where}: NIR's Conv2d assumes a square kernel; this one's is {size[0]}x{size[1]} after padding")
+        raise ValueError(
+            f"{where}: NIR's Conv2d assumes a square kernel; this one's is {size[0]}x{size[1]} after padding"
+        )
     sym[short] += gap // 2
     width = [(0, 0), (0, 0)] + [(p - lo, p - hi) for p, (lo, hi) in zip(sym, pads)]
     return np.pad(kernel_oihw, width), tuple(sym)
@@ -142,12 +146,10 @@ def _stage_shapes(network: net_lib.Network, params: dict, input_shape) -> list[t
         lead = (2, 1) if timed else (1,)
         x = jax.ShapeDtypeStruct(lead + shape, jnp.float32)
         variables = {"params": params[name]} if name in params else {}
-        if isinstance(stage, net_lib.Bernoulli):
-            out = jax.eval_shape(lambda x: stage.apply(variables, x, key)[0], x)
-        else:
-            if not timed and not (isinstance(stage, net_lib.Readout) and stage.mode == "none"):
-                raise ValueError(f"stage {name!r} follows a readout over time; only Readout(mode='none') can")
-            out = jax.eval_shape(lambda x: stage.apply(variables, x)[0], x)
+        if not timed and not (isinstance(stage, net_lib.Readout) and stage.mode == "none"):
+            raise ValueError(f"stage {name!r} follows a readout over time; only Readout(mode='none') can")
+        args = (key,) if isinstance(stage, net_lib.Bernoulli) else ()
+        out = jax.eval_shape(lambda x, s=stage, v=variables, a=args: s.apply(v, x, *a)[0], x)
         out_timed = timed and not (
             (isinstance(stage, net_lib.Readout) and stage.mode != "none")
             or (isinstance(stage, layers.DenseReadout) and stage.mode != "sequence")
@@ -162,16 +164,6 @@ def _is_dense(stage) -> bool:
     return isinstance(stage, (layers.SpikingDense, layers.DenseReadout))
 
 
-class _Emitter:
-    """Collects ``(name, node)`` pairs in chain order."""
-
-    def __init__(self):
-        self.nodes: list[tuple[str, nir.NIRNode]] = []
-
-    def add(self, name: str, node: nir.NIRNode) -> None:
-        self.nodes.append((name, node))
-
-
 def _layer_cell(stage, name: str) -> cells.Cell:
     if isinstance(stage, layers.DenseReadout):
         return cells.leaky_integrator(stage.beta)
@@ -180,7 +172,8 @@ def _layer_cell(stage, name: str) -> cells.Cell:
     return stage._get_cell()
 
 
-def _emit_layer(out: _Emitter, name, stage, p, in_shape, out_shape, row_perm, col_perm, dt, allow_extensions):
+def _emit_layer(out: list, name, stage, p, in_shape, out_shape, row_perm, col_perm, dt, allow_extensions):
+    """Appends the ``(name, node)`` pairs of one layer: synapse, neuron, readout over time if any."""
     where = f"stage {name!r}"
     kernel = _np(p["kernel"]).astype(np.float32)
     bias = _np(p["bias"]).astype(np.float32) if "bias" in p else None
@@ -196,10 +189,15 @@ def _emit_layer(out: _Emitter, name, stage, p, in_shape, out_shape, row_perm, co
         if row_perm is not None:
             kernel = kernel[row_perm]
         if col_perm is not None:
-            kernel, bias = kernel[:, col_perm], None if bias is None else bias[col_perm]
+            kernel = kernel[:, col_perm]
+            bias = None if bias is None else bias[col_perm]
             cell_params = {k: v[col_perm] if np.ndim(v) else v for k, v in cell_params.items()}
         weight = np.ascontiguousarray(kernel.T)
-        synapse = nir.Linear(weight=weight, metadata=meta) if bias is None else nir.Affine(weight=weight, bias=bias, metadata=meta)
+        synapse = (
+            nir.Linear(weight=weight, metadata=meta)
+            if bias is None
+            else nir.Affine(weight=weight, bias=bias, metadata=meta)
+        )
     elif isinstance(stage, layers.SpikingConvTranspose):
         if not allow_extensions:
             raise ValueError(f"{where}: a transposed convolution has no standard NIR node (jaxspike.ConvTranspose2d)")
@@ -207,8 +205,11 @@ def _emit_layer(out: _Emitter, name, stage, p, in_shape, out_shape, row_perm, co
         kh, kw = kernel.shape[:2]
         pads = conv_transpose_padding(stage.padding, (kh, kw), strides)
         synapse = nodes.ConvTranspose2d(
-            input_shape=in_shape[:2], weight=np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)), stride=strides,
-            padding=np.array(pads), bias=bias if bias is not None else np.zeros(kernel.shape[-1], np.float32),
+            input_shape=in_shape[:2],
+            weight=np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)),
+            stride=strides,
+            padding=np.array(pads),
+            bias=bias if bias is not None else np.zeros(kernel.shape[-1], np.float32),
             metadata=meta,
         )
     else:  # SpikingConv
@@ -219,20 +220,27 @@ def _emit_layer(out: _Emitter, name, stage, p, in_shape, out_shape, row_perm, co
         if weight.shape != kernel.transpose(3, 2, 0, 1).shape:
             meta["jaxspike_padding"] = np.array(pads, dtype=np.int64)
         synapse = nir.Conv2d(
-            input_shape=tuple(int(v) for v in in_shape[:2]), weight=np.ascontiguousarray(weight), stride=strides,
-            padding=sym, dilation=(1, 1), groups=1,
-            bias=bias if bias is not None else np.zeros(kernel.shape[-1], np.float32), metadata=meta,
+            input_shape=tuple(int(v) for v in in_shape[:2]),
+            weight=np.ascontiguousarray(weight),
+            stride=strides,
+            padding=sym,
+            dilation=(1, 1),
+            groups=1,
+            bias=bias if bias is not None else np.zeros(kernel.shape[-1], np.float32),
+            metadata=meta,
         )
-    out.add(name, synapse)
+    out.append((name, synapse))
 
-    neuron = neurons.cell_to_node(cell, cell_params, tuple(out_shape), dt=dt, allow_extensions=allow_extensions, where=where)
+    neuron = neurons.cell_to_node(
+        cell, cell_params, tuple(out_shape), dt=dt, allow_extensions=allow_extensions, where=where
+    )
     if isinstance(stage, layers.DenseReadout):
         neuron.metadata["jaxspike_module"] = "DenseReadout"
-    out.add(f"{name}_cell", neuron)
+    out.append((f"{name}_cell", neuron))
     if isinstance(stage, layers.DenseReadout) and stage.mode != "sequence":
         if not allow_extensions:
             raise ValueError(f"{where}: a readout over time (mode={stage.mode!r}) has no standard NIR node")
-        out.add(f"{name}_readout", nodes.Readout(shape=[stage.features], mode=stage.mode))
+        out.append((f"{name}_readout", nodes.Readout(shape=[stage.features], mode=stage.mode)))
 
 
 def to_nir(
@@ -279,42 +287,58 @@ def to_nir(
             row_perm[i + 1] = net_lib.hwc_to_chw_index(in_shape)
         if isinstance(stage, net_lib.Unflatten) and stage.order == "hwc" and len(out_shape) == 3:
             prev = stages[i - 1] if i else None
-            if prev is None or not _is_dense(prev) or (isinstance(prev, layers.DenseReadout) and prev.mode != "sequence"):
+            if (
+                prev is None
+                or not _is_dense(prev)
+                or (isinstance(prev, layers.DenseReadout) and prev.mode != "sequence")
+            ):
                 raise ValueError(
                     f"stage {names[i]!r}: a jaxspike (H, W, C) Unflatten must follow a dense layer to be exported; "
                     f"use Unflatten(order='chw')"
                 )
             col_perm[i - 1] = net_lib.hwc_to_chw_index(out_shape)
 
-    out = _Emitter()
+    out: list[tuple[str, nir.NIRNode]] = []
     for i, (name, stage) in enumerate(zip(names, stages)):
         in_shape, out_shape, _ = shapes[i]
         if isinstance(stage, (layers.SpikingDense, layers.SpikingConv, layers.DenseReadout)):
             if name not in params:
                 raise ValueError(f"no params for stage {name!r}; params has {sorted(params)}")
-            _emit_layer(out, name, stage, params[name], in_shape, out_shape, row_perm.get(i), col_perm.get(i),
-                        dt, allow_extensions)
+            _emit_layer(
+                out,
+                name,
+                stage,
+                params[name],
+                in_shape,
+                out_shape,
+                row_perm.get(i),
+                col_perm.get(i),
+                dt,
+                allow_extensions,
+            )
         elif isinstance(stage, net_lib.Flatten):
             if len(in_shape) > 1:
-                out.add(name, nir.Flatten(input_type={"input": _nir_shape(in_shape)}, start_dim=0, end_dim=-1))
+                out.append((name, nir.Flatten(input_type={"input": _nir_shape(in_shape)}, start_dim=0, end_dim=-1)))
         elif isinstance(stage, net_lib.Unflatten):
             if not allow_extensions:
                 raise ValueError(f"stage {name!r}: NIR has no reshape node (jaxspike.Unflatten)")
-            out.add(name, nodes.Unflatten(input_type={"input": _nir_shape(in_shape)}, output_shape=_nir_shape(out_shape)))
+            out.append(
+                (name, nodes.Unflatten(input_type={"input": _nir_shape(in_shape)}, output_shape=_nir_shape(out_shape)))
+            )
         elif isinstance(stage, net_lib.Bernoulli):
             if not allow_extensions:
                 raise ValueError(f"stage {name!r}: NIR has no stochastic (Bernoulli) node")
-            out.add(name, nodes.Bernoulli(shape=_nir_shape(in_shape), input=stage.input))
+            out.append((name, nodes.Bernoulli(shape=_nir_shape(in_shape), input=stage.input)))
         elif isinstance(stage, net_lib.Readout):
             if not allow_extensions:
                 raise ValueError(f"stage {name!r}: NIR has no readout-over-time node")
-            out.add(name, nodes.Readout(shape=_nir_shape(in_shape), mode=stage.mode, activation=stage.activation))
+            out.append((name, nodes.Readout(shape=_nir_shape(in_shape), mode=stage.mode, activation=stage.activation)))
         else:
             raise ValueError(f"stage {name!r} of type {type(stage).__name__} has no NIR export")
 
     graph_nodes = {"input": nir.Input(input_type=_nir_shape(input_shape))}
     taken = set(graph_nodes)
-    for name, node in out.nodes:
+    for name, node in out:
         if name in taken or name == "output":
             raise ValueError(f"two NIR nodes would be named {name!r}; rename a stage")
         graph_nodes[name] = node
@@ -322,7 +346,7 @@ def to_nir(
     final_shape = shapes[-1][1] if shapes else tuple(input_shape)
     graph_nodes["output"] = nir.Output(output_type=_nir_shape(final_shape))
     order = list(graph_nodes)
-    edges = [(a, b) for a, b in zip(order[:-1], order[1:])]
+    edges = list(zip(order[:-1], order[1:]))
     meta = {"jaxspike_dt": float(dt), **(metadata or {})}
     return nir.NIRGraph(nodes=graph_nodes, edges=edges, metadata=meta, type_check=True)
 
@@ -374,8 +398,10 @@ def generator_network(model, params: dict) -> Exported:
     """
     _check_off(model, {"current_norm": False}, "a generator")
     if model.readout == "first_spike_interp":
-        raise ValueError("readout='first_spike_interp' reads the membrane between steps and has no NIR export; "
-                         "use readout='first_spike'")
+        raise ValueError(
+            "readout='first_spike_interp' reads the membrane between steps and has no NIR export; "
+            "use readout='first_spike'"
+        )
     bound = model.bind({"params": params})
     h, w, _ = model.image_shape
     stages = [("noise", net_lib.Bernoulli())]
@@ -455,8 +481,14 @@ def converted_network(snn, input_shape: Sequence[int], *, input_kind: str = "ana
         else:
             kh, kw = layer.kernel.shape[:2]
             cls = layers.SpikingConv if layer.kind == "conv" else layers.SpikingConvTranspose
-            module = cls(layer.kernel.shape[-1], cell=cell, kernel_size=(kh, kw), strides=layer.strides,
-                         padding=layer.padding, input_kind=kind)
+            module = cls(
+                layer.kernel.shape[-1],
+                cell=cell,
+                kernel_size=(kh, kw),
+                strides=layer.strides,
+                padding=layer.padding,
+                input_kind=kind,
+            )
             rank = 3
         name = layer.name or f"layer{i}"
         stages.append((name, module))

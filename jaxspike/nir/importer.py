@@ -63,11 +63,15 @@ def _chain(graph: nir.NIRGraph) -> tuple[np.ndarray, list[tuple[str, nir.NIRNode
     """The graph's single path from its Input to its Output, without those two."""
     for name, node in graph.nodes.items():
         if isinstance(node, nir.NIRGraph):
-            raise ValueError(f"node {name!r} is a subgraph (e.g. a recurrent layer); jaxspike imports feed-forward paths")
+            raise ValueError(
+                f"node {name!r} is a subgraph (e.g. a recurrent layer); jaxspike imports feed-forward paths"
+            )
     inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
     outputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(f"jaxspike imports graphs with one Input and one Output, got inputs {inputs}, outputs {outputs}")
+        raise ValueError(
+            f"jaxspike imports graphs with one Input and one Output, got inputs {inputs}, outputs {outputs}"
+        )
     succ: dict[str, list[str]] = {k: [] for k in graph.nodes}
     n_in: dict[str, int] = {k: 0 for k in graph.nodes}
     for a, b in graph.edges:
@@ -106,38 +110,6 @@ def _meta(node) -> dict:
 
 def _str(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class _Builder:
-    def __init__(self, dt: float, spike_fn):
-        self.dt, self.spike_fn = dt, spike_fn
-        self.names: list[str] = []
-        self.stages: list = []
-        self.params: dict = {}
-
-    def name(self, raw: str) -> str:
-        name = re.sub(r"[^0-9A-Za-z_]", "_", raw) or "stage"
-        base, i = name, 1
-        while name in self.names:
-            name, i = f"{base}_{i}", i + 1
-        return name
-
-    def add(self, raw_name: str, stage, params: dict | None = None) -> str:
-        name = self.name(raw_name)
-        self.names.append(name)
-        self.stages.append(stage)
-        if params is not None:
-            self.params[name] = params
-        return name
-
-
-def _neuron(chain, i, shape, b: _Builder) -> tuple[neurons.NeuronImport, int]:
-    """The cell of the neuron node after synapse ``i`` (or a pass-through), and the next index."""
-    if i + 1 < len(chain) and isinstance(chain[i + 1][1], neurons.NEURON_NODES):
-        name, node = chain[i + 1]
-        return neurons.node_to_cell(node, tuple(shape), dt=b.dt, spike_fn=b.spike_fn, where=f"node {name!r}"), i + 2
-    ones = np.ones(tuple(shape))
-    return neurons.NeuronImport(cells.leaky_integrator(0.0), {}, ones, np.zeros_like(ones)), i + 1
 
 
 def _per_channel(value: np.ndarray, what: str, where: str) -> np.ndarray:
@@ -202,8 +174,176 @@ def _restore_padding(weight: np.ndarray, pads, meta: dict):
     return trimmed, tuple((int(lo), int(hi)) for lo, hi in orig)
 
 
-def _named_padding(pads, same, valid):
-    return "SAME" if pads == same else "VALID" if pads == valid else pads
+class _Builder:
+    """Walks the chain of nodes, turning each synapse (+ neuron) or step into one stage."""
+
+    def __init__(self, chain, in_shape, dt: float, spike_fn):
+        self.chain, self.dt, self.spike_fn = chain, dt, spike_fn
+        self.shape = tuple(int(s) for s in in_shape)  # of the current activations, NIR layout, per step
+        self.row_perm = None  # a channels-first Flatten's order, for the rows of the next dense kernel
+        self.names: list[str] = []
+        self.stages: list = []
+        self.params: dict = {}
+
+    def add(self, raw_name: str, stage, params: dict | None = None) -> None:
+        name = re.sub(r"[^0-9A-Za-z_]", "_", raw_name) or "stage"
+        base, k = name, 1
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.append(name)
+        self.stages.append(stage)
+        if params is not None:
+            self.params[name] = params
+
+    def neuron(self, i: int, shape) -> tuple[neurons.NeuronImport, int]:
+        """The cell of the neuron node after synapse ``i`` (or a pass-through), and the next index."""
+        if i + 1 < len(self.chain) and isinstance(self.chain[i + 1][1], neurons.NEURON_NODES):
+            name, node = self.chain[i + 1]
+            imported = neurons.node_to_cell(
+                node, tuple(shape), dt=self.dt, spike_fn=self.spike_fn, where=f"node {name!r}"
+            )
+            return imported, i + 2
+        ones = np.ones(tuple(shape))
+        return neurons.NeuronImport(cells.leaky_integrator(0.0), {}, ones, np.zeros_like(ones)), i + 1
+
+    def build(self, i: int) -> int:
+        """Builds the stage starting at node ``i``; returns the index of the next node."""
+        name, node = self.chain[i]
+        if isinstance(node, _DENSE):
+            return self.dense(i)
+        if isinstance(node, (nir.Conv2d, nodes.ConvTranspose2d)):
+            return self.conv(i)
+        if isinstance(node, nir.Flatten):
+            return self.flatten(i)
+        if isinstance(node, nodes.Unflatten):
+            return self.unflatten(i)
+        if isinstance(node, nodes.Bernoulli):
+            self.add(name, net_lib.Bernoulli(node.input))
+        elif isinstance(node, nodes.Readout):
+            self.add(name, net_lib.Readout(node.mode, node.activation))
+        elif isinstance(node, neurons.NEURON_NODES):
+            raise ValueError(
+                f"node {name!r}: a {type(node).__name__} with no synapse before it (jaxspike layers start with one)"
+            )
+        else:
+            raise ValueError(f"node {name!r}: {type(node).__name__} is not imported; supported: {_SUPPORTED}")
+        return i + 1
+
+    def dense(self, i: int) -> int:
+        name, node = self.chain[i]
+        input_kind = _str(_meta(node).get("jaxspike_input_kind", "spikes"))
+        weight = np.asarray(node.weight, np.float32)
+        if weight.ndim != 2 or weight.shape[1] != int(np.prod(self.shape)):
+            raise ValueError(f"node {name!r}: weight {weight.shape} does not take inputs of shape {self.shape}")
+        features = weight.shape[0]
+        neuron, nxt = self.neuron(i, (features,))
+        bias = np.asarray(node.bias, np.float32) if isinstance(node, nir.Affine) else None
+        kernel, bias = _fold(weight.T, bias, neuron.gain, neuron.offset)
+        if self.row_perm is not None:
+            kernel, self.row_perm = kernel[np.argsort(self.row_perm)], None
+        neuron_meta = _meta(self.chain[nxt - 1][1]) if nxt == i + 2 else {}
+        if _str(neuron_meta.get("jaxspike_module", "")) == "DenseReadout" and not neuron.cell_params:
+            mode = "sequence"  # a jaxspike DenseReadout takes its readout over time back
+            if nxt < len(self.chain) and isinstance(self.chain[nxt][1], nodes.Readout):
+                readout = self.chain[nxt][1]
+                if readout.mode in ("mean", "last", "max") and readout.activation == "identity":
+                    mode, nxt = readout.mode, nxt + 1
+            beta = neurons.cell_constants(neuron.cell)["beta"]
+            use_bias = bias is not None
+            stage = layers.DenseReadout(features, mode=mode, beta=beta, use_bias=use_bias, input_kind=input_kind)
+        else:
+            stage = layers.SpikingDense(features, cell=neuron.cell, use_bias=bias is not None, input_kind=input_kind)
+        self.add(name, stage, _layer_params(kernel, bias, neuron.cell_params))
+        self.shape = (features,)
+        return nxt
+
+    def conv(self, i: int) -> int:
+        name, node = self.chain[i]
+        where, meta, shape = f"node {name!r}", _meta(node), self.shape
+        weight = np.asarray(node.weight, np.float32)
+        if len(shape) != 3 or weight.ndim != 4 or weight.shape[1] != shape[0]:
+            raise ValueError(f"{where}: weight {weight.shape} does not take inputs of shape {shape} (C, H, W)")
+        strides = tuple(int(s) for s in np.broadcast_to(np.asarray(node.stride).reshape(-1), (2,)))
+        in_hw = tuple(shape[1:])
+        if isinstance(node, nir.Conv2d):
+            if int(node.groups) != 1 or np.any(np.asarray(node.dilation) != 1):
+                raise ValueError(f"{where}: grouped or dilated convolutions are not imported")
+            weight, pads = _restore_padding(weight, _conv_pads(node, weight.shape[2:], where), meta)
+            kernel_hw = weight.shape[2:]
+            out_hw = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(in_hw, kernel_hw, strides, pads)]
+            same = exporter.conv_padding("SAME", in_hw, kernel_hw, strides)
+            valid = exporter.conv_padding("VALID", in_hw, kernel_hw, strides)
+            cls = layers.SpikingConv
+        else:
+            pads = tuple((int(lo), int(hi)) for lo, hi in node.padding)
+            kernel_hw = weight.shape[2:]
+            out_hw = [
+                nodes.conv_transpose_output(n, k, s, lo, hi)
+                for n, k, s, (lo, hi) in zip(in_hw, kernel_hw, strides, pads)
+            ]
+            same = exporter.conv_transpose_padding("SAME", kernel_hw, strides)
+            valid = exporter.conv_transpose_padding("VALID", kernel_hw, strides)
+            cls = layers.SpikingConvTranspose
+        out_shape = (weight.shape[0], *out_hw)
+        neuron, nxt = self.neuron(i, out_shape)
+        gain = _per_channel(neuron.gain, "gain", where)
+        offset = _per_channel(neuron.offset, "leak", where)
+        bias = np.asarray(node.bias, np.float32)
+        use_bias = not (int(meta.get("jaxspike_use_bias", 1)) == 0 and not np.any(bias) and not np.any(offset))
+        kernel, bias = _fold(weight.transpose(2, 3, 1, 0), bias if use_bias else None, gain, offset)
+        stage = cls(
+            weight.shape[0],
+            cell=neuron.cell,
+            kernel_size=tuple(kernel_hw),
+            strides=strides,
+            padding="SAME" if pads == same else "VALID" if pads == valid else pads,
+            use_bias=use_bias,
+            input_kind=_str(meta.get("jaxspike_input_kind", "spikes")),
+        )
+        self.add(name, stage, _layer_params(kernel, bias, neuron.cell_params))
+        self.shape = out_shape
+        return nxt
+
+    def flatten(self, i: int) -> int:
+        name, node = self.chain[i]
+        start = int(node.start_dim)
+        declared = (node.input_type or {}).get("input")
+        rank = len(self.shape) if declared is None else np.asarray(declared).size
+        batch_dim = rank == len(self.shape) + 1  # some exporters count the batch axis
+        if start != (1 if batch_dim else 0) or int(node.end_dim) not in (-1, rank - 1):
+            raise ValueError(
+                f"node {name!r}: only a Flatten of all features is imported (start_dim {start}, end_dim {node.end_dim})"
+            )
+        if len(self.shape) == 3:
+            feeds_dense = i + 1 < len(self.chain) and isinstance(self.chain[i + 1][1], _DENSE)
+            if feeds_dense:  # keep jaxspike's (H, W, C) order; the dense kernel's rows take NIR's
+                self.row_perm = net_lib.hwc_to_chw_index(_jax_shape(self.shape))
+            self.add(name, net_lib.Flatten("hwc" if feeds_dense else "chw"))
+        self.shape = (int(np.prod(self.shape)),)
+        return i + 1
+
+    def unflatten(self, i: int) -> int:
+        name, node = self.chain[i]
+        target = tuple(int(s) for s in node.output_shape)
+        if int(np.prod(target)) != int(np.prod(self.shape)):
+            raise ValueError(f"node {name!r}: cannot unflatten {self.shape} into {target}")
+        prev = self.stages[-1] if self.stages else None
+        dense_before = isinstance(prev, layers.SpikingDense) or (
+            isinstance(prev, layers.DenseReadout) and prev.mode == "sequence"
+        )
+        order = "chw"
+        if len(target) == 3 and dense_before:  # the dense layer's outputs take jaxspike's (H, W, C) order
+            inv = np.argsort(net_lib.hwc_to_chw_index(_jax_shape(target)))
+            p = self.params[self.names[-1]]
+            p["kernel"] = p["kernel"][:, inv]
+            if "bias" in p:
+                p["bias"] = p["bias"][inv]
+            if "cell" in p:
+                p["cell"] = {k: v[inv] if jnp.ndim(v) else v for k, v in p["cell"].items()}
+            order = "hwc"
+        self.add(name, net_lib.Unflatten(_jax_shape(target), order))
+        self.shape = target
+        return i + 1
 
 
 def from_nir(
@@ -230,133 +370,9 @@ def from_nir(
     if dt is None:
         dt = float(np.asarray((graph.metadata or {}).get("jaxspike_dt", neurons.DT)))
     in_shape, chain = _chain(graph)
-    b = _Builder(dt, spike_fn)
-    shape = tuple(int(s) for s in in_shape)  # NIR layout, per step
-    row_perm = None  # rows of the next dense kernel, from a channels-first Flatten
+    b = _Builder(chain, in_shape, dt, spike_fn)
     i = 0
     while i < len(chain):
-        name, node = chain[i]
-        where = f"node {name!r}"
-        meta = _meta(node)
-        input_kind = _str(meta.get("jaxspike_input_kind", "spikes"))
-        if isinstance(node, _DENSE):
-            weight = np.asarray(node.weight, np.float32)
-            if weight.ndim != 2 or weight.shape[1] != int(np.prod(shape)):
-                raise ValueError(f"{where}: weight {weight.shape} does not take inputs of shape {shape}")
-            features = weight.shape[0]
-            neuron, nxt = _neuron(chain, i, (features,), b)
-            bias = np.asarray(node.bias, np.float32) if isinstance(node, nir.Affine) else None
-            kernel, bias = _fold(weight.T, bias, neuron.gain, neuron.offset)
-            if row_perm is not None:
-                kernel, row_perm = kernel[np.argsort(row_perm)], None
-            neuron_meta = _meta(chain[nxt - 1][1]) if nxt == i + 2 else {}
-            if _str(neuron_meta.get("jaxspike_module", "")) == "DenseReadout" and not neuron.cell_params:
-                mode = "sequence"
-                if nxt < len(chain) and isinstance(chain[nxt][1], nodes.Readout):
-                    readout = chain[nxt][1]
-                    if readout.mode in ("mean", "last", "max") and readout.activation == "identity":
-                        mode, nxt = readout.mode, nxt + 1
-                beta = neurons.cell_constants(neuron.cell)["beta"]
-                stage = layers.DenseReadout(features, mode=mode, beta=beta, use_bias=bias is not None, input_kind=input_kind)
-            else:
-                stage = layers.SpikingDense(features, cell=neuron.cell, use_bias=bias is not None, input_kind=input_kind)
-            b.add(name, stage, _layer_params(kernel, bias, neuron.cell_params))
-            shape = (features,)
-            i = nxt
-            continue
-
-        if isinstance(node, (nir.Conv2d, nodes.ConvTranspose2d)):
-            weight = np.asarray(node.weight, np.float32)
-            if len(shape) != 3 or weight.ndim != 4 or weight.shape[1] != shape[0]:
-                raise ValueError(f"{where}: weight {weight.shape} does not take inputs of shape {shape} (C, H, W)")
-            strides = tuple(int(s) for s in np.broadcast_to(np.asarray(node.stride).reshape(-1), (2,)))
-            if isinstance(node, nir.Conv2d):
-                if int(node.groups) != 1 or np.any(np.asarray(node.dilation) != 1):
-                    raise ValueError(f"{where}: grouped or dilated convolutions are not imported")
-                pads = _conv_pads(node, weight.shape[2:], where)
-                weight, pads = _restore_padding(weight, pads, meta)
-                kh, kw = weight.shape[2:]
-                out_hw = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(shape[1:], (kh, kw), strides, pads)]
-                in_hw = tuple(shape[1:])
-                padding = _named_padding(
-                    pads, exporter.conv_padding("SAME", in_hw, (kh, kw), strides),
-                    exporter.conv_padding("VALID", in_hw, (kh, kw), strides),
-                )
-                cls = layers.SpikingConv
-            else:
-                pads = tuple((int(lo), int(hi)) for lo, hi in node.padding)
-                kh, kw = weight.shape[2:]
-                out_hw = [nodes.conv_transpose_output(n, k, s, lo, hi)
-                          for n, k, s, (lo, hi) in zip(shape[1:], (kh, kw), strides, pads)]
-                padding = _named_padding(
-                    pads, exporter.conv_transpose_padding("SAME", (kh, kw), strides),
-                    exporter.conv_transpose_padding("VALID", (kh, kw), strides),
-                )
-                cls = layers.SpikingConvTranspose
-            out_shape = (weight.shape[0], *out_hw)
-            neuron, nxt = _neuron(chain, i, out_shape, b)
-            gain = _per_channel(neuron.gain, "gain", where)
-            offset = _per_channel(neuron.offset, "leak", where)
-            bias = np.asarray(node.bias, np.float32)
-            use_bias = not (int(meta.get("jaxspike_use_bias", 1)) == 0 and not np.any(bias) and not np.any(offset))
-            kernel, bias = _fold(weight.transpose(2, 3, 1, 0), bias if use_bias else None, gain, offset)
-            stage = cls(
-                weight.shape[0], cell=neuron.cell, kernel_size=(kh, kw), strides=strides, padding=padding,
-                use_bias=use_bias, input_kind=input_kind,
-            )
-            b.add(name, stage, _layer_params(kernel, bias, neuron.cell_params))
-            shape = out_shape
-            i = nxt
-            continue
-
-        if isinstance(node, nir.Flatten):
-            start = int(node.start_dim)
-            declared = (node.input_type or {}).get("input")
-            rank = len(shape) if declared is None else np.asarray(declared).size
-            batch_dim = rank == len(shape) + 1  # some exporters count the batch axis
-            if start != (1 if batch_dim else 0) or int(node.end_dim) not in (-1, rank - 1):
-                raise ValueError(f"{where}: only a Flatten of all features is imported (start_dim {start}, end_dim {node.end_dim})")
-            if len(shape) == 3:
-                feeds_dense = i + 1 < len(chain) and isinstance(chain[i + 1][1], _DENSE)
-                if feeds_dense:
-                    row_perm = net_lib.hwc_to_chw_index(_jax_shape(shape))
-                b.add(name, net_lib.Flatten("hwc" if feeds_dense else "chw"))
-            shape = (int(np.prod(shape)),)
-            i += 1
-            continue
-
-        if isinstance(node, nodes.Unflatten):
-            target = tuple(int(s) for s in node.output_shape)
-            if int(np.prod(target)) != int(np.prod(shape)):
-                raise ValueError(f"{where}: cannot unflatten {shape} into {target}")
-            order = "chw"
-            prev = b.stages[-1] if b.stages else None
-            dense_before = isinstance(prev, layers.SpikingDense) or (
-                isinstance(prev, layers.DenseReadout) and prev.mode == "sequence"
-            )
-            if len(target) == 3 and dense_before:
-                inv = np.argsort(net_lib.hwc_to_chw_index(_jax_shape(target)))
-                p = b.params[b.names[-1]]
-                p["kernel"] = p["kernel"][:, inv]
-                if "bias" in p:
-                    p["bias"] = p["bias"][inv]
-                if "cell" in p:
-                    p["cell"] = {k: v[inv] if jnp.ndim(v) else v for k, v in p["cell"].items()}
-                order = "hwc"
-            b.add(name, net_lib.Unflatten(_jax_shape(target), order))
-            shape = target
-            i += 1
-            continue
-
-        if isinstance(node, nodes.Bernoulli):
-            b.add(name, net_lib.Bernoulli(node.input))
-        elif isinstance(node, nodes.Readout):
-            b.add(name, net_lib.Readout(node.mode, node.activation))
-        elif isinstance(node, neurons.NEURON_NODES):
-            raise ValueError(f"{where}: a {type(node).__name__} with no synapse before it (jaxspike layers start with one)")
-        else:
-            raise ValueError(f"{where}: {type(node).__name__} is not imported; supported: {_SUPPORTED}")
-        i += 1
-
+        i = b.build(i)
     network = net_lib.Network(names=tuple(b.names), stages=tuple(b.stages))
     return Imported(network, b.params, _jax_shape(in_shape))

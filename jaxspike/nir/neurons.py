@@ -67,7 +67,14 @@ __all__ = ["DT", "CELL_NAMES", "cell_constants", "cell_to_node", "node_to_cell",
 DT = 1e-4
 CELL_NAMES = ("lif", "if", "synaptic_lif", "leaky_integrator")
 NEURON_NODES = (
-    nir.LIF, nir.IF, nir.CubaLIF, nir.LI, nir.I, nodes.SubtractLIF, nodes.SubtractIF, nodes.SubtractCubaLIF,
+    nir.LIF,
+    nir.IF,
+    nir.CubaLIF,
+    nir.LI,
+    nir.I,
+    nodes.SubtractLIF,
+    nodes.SubtractIF,
+    nodes.SubtractCubaLIF,
 )
 # The synapse gain g = 1 of a jaxspike export comes back as r dt / tau in float64, within
 # a few ulp of 1: such a gain is taken as exactly 1, so the kernel is not touched.
@@ -165,8 +172,15 @@ def cell_to_node(
         alpha = layout(_effective(cell, cell_params, consts, "alpha"))
         tau_syn = _time_constant(alpha, dt, "alpha", where)
         tau_mem = _time_constant(beta, dt, "beta", where)
-        fields = dict(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt, v_leak=zeros, v_threshold=threshold,
-                      w_in=tau_syn / dt, metadata=meta)
+        fields = dict(
+            tau_syn=tau_syn,
+            tau_mem=tau_mem,
+            r=tau_mem / dt,
+            v_leak=zeros,
+            v_threshold=threshold,
+            w_in=tau_syn / dt,
+            metadata=meta,
+        )
         return nodes.SubtractCubaLIF(**fields) if subtract else nir.CubaLIF(v_reset=zeros, **fields)
 
     if np.all(beta == 1.0):  # no leak: IF
@@ -208,7 +222,10 @@ def _snap_unit(gain: np.ndarray) -> np.ndarray:
 
 def _decay(tau: np.ndarray, dt: float, what: str, where: str) -> np.ndarray:
     if not np.all(np.isfinite(tau)) or np.any(tau < dt):
-        raise ValueError(f"{where}: {what} must be finite and >= dt = {dt} (decay 1 - dt/tau in [0, 1]), got {tau.min()}..{tau.max()}")
+        raise ValueError(
+            f"{where}: {what} must be finite and >= dt = {dt} (a decay 1 - dt/tau in [0, 1]), "
+            f"got {tau.min()}..{tau.max()}"
+        )
     return 1.0 - dt / tau
 
 
@@ -304,8 +321,9 @@ def node_to_cell(
         alpha, beta = _decay(tau_syn, dt, "tau_syn", where), _decay(tau_mem, dt, "tau_mem", where)
         gain = (dt / tau_syn) * f64(node.w_in) * (dt / tau_mem) * f64(node.r)
         consts, params, learn, per_neuron = _values({"alpha": alpha, "beta": beta, "threshold": threshold}, meta, where)
-        cell = cells.synaptic_lif(consts["alpha"], consts["beta"], consts["threshold"], per_neuron=per_neuron,
-                                  **learn, **common)
+        cell = cells.synaptic_lif(
+            consts["alpha"], consts["beta"], consts["threshold"], per_neuron=per_neuron, **learn, **common
+        )
         return NeuronImport(cell, params, _snap_unit(gain), np.zeros_like(gain))
 
     if isinstance(node, (nir.IF, nodes.SubtractIF)):
