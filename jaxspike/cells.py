@@ -67,12 +67,15 @@ class Cell(NamedTuple):
       step: ``(params, state, x_t) -> (state, out_t)``; ``x_t`` is the input
         current of one time step with the state's shape.
       name: human-readable model name.
+      constants: ``((name, value), ...)``, the constants the step uses (decay,
+        threshold, reset, ...), for tools that translate a cell (NIR export).
     """
 
     init_params: Callable[[tuple[int, ...]], Params]
     init_state: Callable[..., Any]
     step: Callable[[Params, Any, Array], tuple[Any, Array]]
     name: str = "cell"
+    constants: tuple[tuple[str, Any], ...] = ()
 
 
 class LIFState(NamedTuple):
@@ -202,7 +205,8 @@ def lif(
         spikes = spike_fn(v - thr)
         return LIFState(v=v, spikes=spikes), spikes
 
-    return Cell(init_params, init_state, step, name="lif")
+    constants = dict(beta=beta, threshold=threshold, reset=reset, detach_reset=detach_reset, min_threshold=min_threshold)
+    return Cell(init_params, init_state, step, name="lif", constants=tuple(constants.items()))
 
 
 def integrate_and_fire(
@@ -272,7 +276,9 @@ def synaptic_lif(
         spikes = spike_fn(v - thr)
         return SynapticState(syn=syn, v=v, spikes=spikes), spikes
 
-    return Cell(init_params, init_state, step, name="synaptic_lif")
+    constants = dict(alpha=alpha, beta=beta, threshold=threshold, reset=reset, detach_reset=detach_reset,
+                     min_threshold=min_threshold)
+    return Cell(init_params, init_state, step, name="synaptic_lif", constants=tuple(constants.items()))
 
 
 def leaky_integrator(beta: float = 1.0, *, learn_beta: bool = False, per_neuron: bool = False) -> Cell:
@@ -294,7 +300,7 @@ def leaky_integrator(beta: float = 1.0, *, learn_beta: bool = False, per_neuron:
         v = b * state.v + x_t
         return IntegratorState(v=v), v
 
-    return Cell(init_params, init_state, step, name="leaky_integrator")
+    return Cell(init_params, init_state, step, name="leaky_integrator", constants=(("beta", beta),))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -332,7 +332,7 @@ def test_flatten_and_unflatten_move_layout_into_dense_kernels(tmp_path):
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
 def test_discriminator_round_trip(arch, key, tmp_path):
-    D = gan.SpikingDiscriminator(num_steps=T, arch=arch, hidden=(16, 8), channels=(4, 6), threshold=0.5)
+    D = gan.SpikingDiscriminator(num_steps=T, arch=arch, hidden=(16, 8), channels=(4, 6), neuron=cells.Neuron(threshold=0.5))
     images = jax.random.uniform(jax.random.key(2), (B, 8, 8, 1))
     d_params = D.init(key, images, key)["params"]
     logit, d_aux = D.apply({"params": d_params}, images, key)
@@ -357,7 +357,7 @@ def test_generator_round_trip_with_extension_nodes(arch, readout, key, tmp_path)
         hidden=(12, 16),
         channels=(4, 3),
         readout=readout,
-        threshold=0.5,
+        neuron=cells.Neuron(threshold=0.5),
     )
     g_params = G.init(key, jnp.zeros((T, B, 5)))["params"]
     images, g_aux = G.apply({"params": g_params}, key, B, method="generate")
@@ -378,7 +378,7 @@ def test_generator_round_trip_with_extension_nodes(arch, readout, key, tmp_path)
 
 
 def test_vae_encoder_round_trip(key, tmp_path):
-    V = vae.SpikingVAE(num_steps=T, latent=5, image_shape=(8, 8, 1), encoder=(16,), decoder=(16,), threshold=0.5)
+    V = vae.SpikingVAE(num_steps=T, latent=5, image_shape=(8, 8, 1), encoder=(16,), decoder=(16,), neuron=cells.Neuron(threshold=0.5))
     images = jax.random.uniform(jax.random.key(3), (B, 8, 8, 1))
     v_params = V.init(key, images, key)["params"]
     k_in, k_z, _ = jax.random.split(key, 3)

@@ -373,7 +373,7 @@ def discriminator_network(model, params: dict, image_shape: Sequence[int]) -> Ex
     ``[T, B, H, W, C]`` for the conv model; its output is ``[B, 1]``, the
     logit (time-mean of the readout membrane).
     """
-    _check_off(model, {"mbstd_group": 0, "frontend": "", "current_norm": False}, "a discriminator")
+    _check_off(model, {"mbstd_group": 0, "current_norm": False}, "a discriminator")
     bound = model.bind({"params": params})
     stages = [(layer.name, _unbound(layer)) for layer in bound.feature_layers]
     h, w, c = (int(v) for v in image_shape)
@@ -425,7 +425,7 @@ def vae_encoder_network(model, params: dict, *, sample: bool = False) -> Exporte
     the logits), so the output is the latent spike train ``z``. The input
     coding stays outside the graph, as for the discriminator.
     """
-    _check_off(model, {"frontend": "", "current_norm": False}, "a VAE encoder")
+    _check_off(model, {"current_norm": False}, "a VAE encoder")
     if model.estimator == "autoregressive":
         raise ValueError("the autoregressive posterior samples candidates inside its recurrence and has no NIR export")
     bound = model.bind({"params": params})

@@ -82,19 +82,13 @@ _UNIT_GAIN_RTOL = 1e-9
 
 
 def cell_constants(cell: cells.Cell) -> dict:
-    """The constants a :mod:`jaxspike.cells` factory closed over (beta, threshold, reset, ...).
-
-    Cells are closures; their constants are read from the step function's
-    closure cells by name, which is what the factories in
-    :mod:`jaxspike.cells` hold.
-    """
+    """The constants of a :mod:`jaxspike.cells` cell (beta, threshold, reset, ...), from :attr:`Cell.constants`."""
     if cell.name not in CELL_NAMES:
         raise ValueError(
             f"cell {cell.name!r} has no NIR mapping; cells made by jaxspike.cells.lif, integrate_and_fire, "
             f"synaptic_lif or leaky_integrator do"
         )
-    code, closure = cell.step.__code__, cell.step.__closure__ or ()
-    return {name: c.cell_contents for name, c in zip(code.co_freevars, closure)}
+    return dict(cell.constants)
 
 
 def _to_nir_layout(value, feature_shape: tuple[int, ...]) -> np.ndarray:
