@@ -91,6 +91,37 @@ def test_same_seed_gives_identical_metrics(reference_run, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def _events(run_dir):
+    """(tag, step, kind) of every summary in the run's TensorBoard event files (TFRecord framing)."""
+    import glob
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    found = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
+        data = open(path, "rb").read()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                found.append((value.tag, event.step, "image" if value.HasField("image") else value.simple_value))
+    return found
+
+
+def test_tensorboard_events_hold_the_metrics_and_grids(reference_run):
+    workdir, _ = reference_run
+    events = _events(workdir)
+    logged = [(r["step"], r["loss"]) for r in io.read_metrics(os.path.join(workdir, "metrics.jsonl"))]
+    scalars = [(s, v) for tag, s, v in events if tag == "loss"]
+    assert [s for s, _ in scalars] == [1, 2, 3, 4]
+    np.testing.assert_allclose([v for _, v in scalars], [v for _, v in logged], rtol=1e-6)
+    assert {tag for tag, _, v in events if v == "image"} == {"samples", "recons"}
+    assert {s for tag, s, _ in events if tag == "samples"} == {2, 4}
+
+
 def test_resume_equals_uninterrupted_bit_for_bit(reference_run, tmp_path):
     workdir, result = reference_run
     first = train.train(smoke(total_steps=2), str(tmp_path))

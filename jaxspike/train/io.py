@@ -5,6 +5,7 @@ A run folder is self-describing::
     workdir/
       config.json          the ConfigDict of the run (plus the data's image shape)
       metrics.jsonl        one JSON object per log step: {"step": s, "loss": ...}
+      events.out.tfevents.*  the same scalars and the PNG grids for TensorBoard
       checkpoints/<step>/  orbax checkpoints of the TrainState, the last N kept
       samples_<step>.png   grid of generated images
       recons_<step>.png    test images (odd columns) next to their reconstructions
@@ -33,9 +34,11 @@ __all__ = [
     "write_json",
     "read_json",
     "MetricsWriter",
+    "TensorBoardWriter",
     "read_metrics",
     "image_grid",
     "save_image_grid",
+    "save_png",
     "Checkpointer",
 ]
 
@@ -92,6 +95,35 @@ class MetricsWriter:
             f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
+class TensorBoardWriter:
+    """TensorBoard event files in a run folder: every numeric metric and the image grids.
+
+    Written with ``tensorboardX`` (no TensorFlow needed); view with
+    ``tensorboard --logdir RUN``. On resume from step ``s``, events after
+    ``s`` left by the interrupted run are purged, as :class:`MetricsWriter`
+    drops their lines.
+    """
+
+    def __init__(self, run_dir: str, resume_step: int = 0):
+        from tensorboardX import SummaryWriter  # local: only the training loop writes events
+
+        self._writer = SummaryWriter(run_dir, purge_step=resume_step + 1 if resume_step else None,
+                                     flush_secs=30)
+
+    def scalars(self, row: dict) -> None:
+        step = int(row["step"])
+        for name, value in row.items():
+            if name != "step" and isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                self._writer.add_scalar(name, float(value), step)
+
+    def image(self, name: str, step: int, grid: np.ndarray) -> None:
+        """``grid``: ``uint8 [H, W]`` or ``[H, W, C]`` as :func:`image_grid` makes it."""
+        self._writer.add_image(name, grid if grid.ndim == 3 else grid[..., None], step, dataformats="HWC")
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 def read_metrics(path: str) -> list[dict]:
     """The rows of a ``metrics.jsonl`` file (a torn last line is skipped)."""
     rows = []
@@ -123,9 +155,14 @@ def image_grid(images: np.ndarray, cols: int | None = None, pad: int = 1) -> np.
 
 def save_image_grid(path: str, images: np.ndarray, cols: int | None = None) -> None:
     """Writes ``images [N, H, W, C]`` as one PNG grid."""
+    save_png(path, image_grid(images, cols))
+
+
+def save_png(path: str, picture: np.ndarray) -> None:
+    """Writes a ``uint8`` picture (``[H, W]`` or ``[H, W, C]``) as a PNG."""
     from PIL import Image  # local: only needed when writing figures
 
-    Image.fromarray(image_grid(images, cols)).save(path)
+    Image.fromarray(picture).save(path)
 
 
 class Checkpointer:

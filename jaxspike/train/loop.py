@@ -304,6 +304,7 @@ class _Runner:
         self.run_dirs, self.ckpts = run_dirs, ckpts
         self.batch_sharding = batch_sharding
         self.writers = [io.MetricsWriter(os.path.join(d, "metrics.jsonl"), start) for d in run_dirs] if io.is_writer() else []
+        self.boards = [io.TensorBoardWriter(d, start) for d in run_dirs] if io.is_writer() else []
         self.last_rows: list[dict] = [{} for _ in run_dirs]
         self.eval_key = jax.random.key(int(config.eval_seed))
         # Over a sweep's leading seed axis: the state is stacked, keys and images are shared.
@@ -370,6 +371,7 @@ class _Runner:
             self.last_rows[i] = row
             if self.writers:
                 self.writers[i].write(row)
+                self.boards[i].scalars(row)
         if bar is not None:
             names = ("loss",) + tuple(k for k in self.objective.headline if k != "loss")
             shown = {k: float(np.mean(values[k])) for k in names if k in values}
@@ -391,7 +393,9 @@ class _Runner:
         for i, d in enumerate(self.run_dirs):
             for name, images in figures.items():
                 images, cols = _grid_columns(np.asarray(images[i] if self.sweep else images))
-                io.save_image_grid(os.path.join(d, f"{name}_{step}.png"), images, cols=cols)
+                grid = io.image_grid(images, cols)
+                io.save_png(os.path.join(d, f"{name}_{step}.png"), grid)
+                self.boards[i].image(name, step, grid)
 
     def score_test_split(self, state) -> dict[str, np.ndarray]:
         """Means of ``objective.evaluate`` (batch means) over the whole test split (``[S]`` per name for sweeps)."""
@@ -438,6 +442,7 @@ class _Runner:
             self.last_rows[i] = {**self.last_rows[i], **row}
             if self.writers:
                 self.writers[i].write(row)
+                self.boards[i].scalars(row)
             log.info("step %d eval%s: %s", step, f" seed {self.seeds[i]}" if self.sweep else "",
                      {k: v for k, v in row.items() if k in ("eval/fid", "eval/inception_score", "eval/class_entropy")})
 
@@ -464,6 +469,8 @@ class _Runner:
         cfg = self.config
         if start >= total:
             log.info("already trained to step %d >= total_steps %d; nothing to do", start, total)
+            for board in self.boards:
+                board.close()
             return state, self.last_rows
         show = bool(cfg.progress) and io.is_writer()
         bar = None
@@ -507,6 +514,8 @@ class _Runner:
         finally:
             if bar is not None:
                 bar.close()
+            for board in self.boards:
+                board.close()
         return state, self.last_rows
 
 
