@@ -91,7 +91,8 @@ def rate(key: Array, x: Array, num_steps: int, gain: float = 1.0) -> Array:
       gain: scales the firing probability before clipping.
 
     Returns:
-      ``[T, B, ...]`` spikes in ``x.dtype`` (0/1).
+      ``[T, B, ...]`` spikes (0/1) in ``x.dtype``, or float32 for integer
+      or boolean ``x``.
     """
     num_steps = check_num_steps(num_steps)
     x = jnp.asarray(x)
@@ -102,7 +103,7 @@ def rate(key: Array, x: Array, num_steps: int, gain: float = 1.0) -> Array:
         raise ValueError(f"gain must be >= 0, got {gain!r}")
     p = jnp.clip(gain * x, 0.0, 1.0)
     u = jax.random.uniform(key, (num_steps, *x.shape), dtype=p.dtype)
-    return (u < p).astype(x.dtype)
+    return (u < p).astype(x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32)
 
 
 def latency_times(

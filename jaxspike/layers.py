@@ -2,7 +2,9 @@
 run over time with one ``lax.scan`` helper.
 
 Inputs and outputs are time-major ``[T, B, ...]`` (features last: ``[T, B, N]``
-for dense layers, ``[T, B, H, W, C]`` for convolutions).
+for dense layers, ``[T, B, H, W, C]`` for convolutions). Layers compute in
+float32: spikes given as bool or another float type are cast; integer arrays
+are refused (code images first, :mod:`jaxspike.encoding`).
 
 Two ways to run a layer over time give identical spikes:
 
@@ -145,6 +147,11 @@ class _SpikingLayer(nn.Module):
         return self.cell if self.cell is not None else cells_lib.lif()
 
     def _check_input(self, x_seq: Array) -> None:
+        if not (jnp.issubdtype(x_seq.dtype, jnp.floating) or x_seq.dtype == jnp.bool_):
+            raise ValueError(
+                f"{type(self).__name__} takes spikes (or currents) as a float or bool array, got {x_seq.dtype}; "
+                "code integer images first (jaxspike.encoding.rate / latency)"
+            )
         if x_seq.ndim != 2 + self.feature_ndim:
             raise ValueError(
                 f"{type(self).__name__} expects input [T, B, {self._axes_doc}] "
@@ -187,6 +194,8 @@ class _SpikingLayer(nn.Module):
           ``(spikes [T, B, *out_features], aux)``.
         """
         self._check_input(x_seq)
+        # Membranes and currents are float32: bool or other float spike arrays are cast.
+        x_seq = x_seq.astype(jnp.float32)
         cell = self._get_cell()
         num_steps, batch = x_seq.shape[:2]
         in_shape = x_seq.shape[2:]
@@ -410,6 +419,9 @@ class DenseReadout(nn.Module):
     @nn.compact
     def __call__(self, x_seq: Array):
         encoding.check_time_major(x_seq, "readout input", min_ndim=3)
+        if not (jnp.issubdtype(x_seq.dtype, jnp.floating) or x_seq.dtype == jnp.bool_):
+            raise ValueError(f"DenseReadout takes spikes (or currents) as a float or bool array, got {x_seq.dtype}")
+        x_seq = x_seq.astype(jnp.float32)
         if x_seq.ndim != 3:
             raise ValueError(f"DenseReadout expects input [T, B, N], got shape {tuple(x_seq.shape)}")
         if self.mode not in READOUT_MODES:

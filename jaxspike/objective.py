@@ -40,6 +40,7 @@ __all__ = [
     "require",
     "is_int",
     "check_widths",
+    "check_fields",
     "build",
     "loss_objective",
     "make_train_step",
@@ -125,6 +126,13 @@ def check_widths(field: str, widths: Any) -> tuple[int, ...]:
     return widths
 
 
+def check_fields(section: str, fields, known) -> None:
+    """A ConfigError naming the first field of ``config.<section>`` that is not in ``known`` (a misspelling)."""
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise ConfigError(f"config.{section}.{unknown[0]}: unknown field; {section} takes {', '.join(sorted(known))}")
+
+
 def build(section: str, factory: Callable[..., Any], fields: dict) -> Any:
     """``factory(**fields)``; a misspelt field or a value the factory rejects is a ConfigError.
 
@@ -147,6 +155,7 @@ def build(section: str, factory: Callable[..., Any], fields: dict) -> Any:
 
 def validate_optimizer(cfg, rate_fields: tuple[str, ...]) -> None:
     """Checks ``config.optimizer``; ``rate_fields`` name its learning rates."""
+    check_fields("optimizer", cfg, ("name", "b1", "b2", "weight_decay", "grad_clip", "lr_decay_from") + rate_fields)
     require(cfg.name in OPTIMIZERS, "optimizer.name", cfg.name, f"unknown optimizer; supported: {', '.join(OPTIMIZERS)}")
     for field in rate_fields:
         require(cfg[field] > 0, f"optimizer.{field}", cfg[field], "must be > 0")

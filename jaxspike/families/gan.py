@@ -266,9 +266,19 @@ def _choice(field: str, value, options) -> None:
     obj.require(value in options, field, value, f"supported: {', '.join(options)}")
 
 
+_MODEL_FIELDS = ("name", "disc", "num_steps", "noise_dim", "noise_p", "noise_rates", "noise", "neuron", "generator",
+                 "discriminator")
+_GENERATOR_FIELDS = ("num_steps", "arch", "readout", "hidden", "channels", "current_norm")
+_DISCRIMINATOR_FIELDS = ("arch", "coding", "hidden", "channels", "current_norm", "mbstd_group", "mbstd_source",
+                         "gradient", "frontend")
+
+
 def _validate(config) -> None:
     m = config.model
+    obj.check_fields("model", m, _MODEL_FIELDS)
     g, d = m.generator, m.discriminator
+    obj.check_fields("model.generator", g, _GENERATOR_FIELDS)
+    obj.check_fields("model.discriminator", d, _DISCRIMINATOR_FIELDS)
     _choice("model.name", m.name, ("gan", "analog_gan"))
     obj.require(obj.is_int(m.noise_dim) and m.noise_dim >= 1, "model.noise_dim", m.noise_dim, "noise units Z must be an int >= 1")
     obj.require(0.0 < m.noise_p < 1.0, "model.noise_p", m.noise_p, "noise firing probability must lie in (0, 1)")

@@ -74,6 +74,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if missing:
         raise ConfigError(f"config lacks the training field(s) {', '.join(missing)} "
                           "(start from jaxspike.train.base_config())")
+    known = set(base_config()) | {"model", "loss", "optimizer"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ConfigError(f"config.{unknown[0]}: unknown field (the loop reads {', '.join(sorted(base_config()))}; "
+                          "a family reads model, loss and optimizer)")
     require(config.data.name in data_lib.DATASETS, "data.name", config.data.name,
             f"unknown dataset; supported: {', '.join(data_lib.DATASETS)}")
     for field, low in (("batch_size", 1), ("total_steps", 1), ("log_every", 1), ("checkpoint_every", 1),

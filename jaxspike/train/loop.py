@@ -10,7 +10,11 @@ and knows nothing of the model: ``config.model.name`` picks a family
   ``config.seeds = "0,1,2,3"`` trains all listed seeds in one compiled
   program (the same step under ``jax.vmap`` over a leading seed axis), each
   with its own data order, keys, folder ``workdir/seed_<k>/``, metrics,
-  checkpoints and samples;
+  checkpoints and samples. A sweep's seed is *not* bit-identical to that
+  seed trained alone: the batched products sum in another order, equal to
+  float32 rounding at first (``tests/test_train.py`` checks rtol 1e-4 over
+  the first steps), then the runs drift apart as training amplifies the
+  differences (results/bench.md gives the measured drift);
 * **devices** - a 1-D :class:`jax.sharding.Mesh` with axis ``"data"`` over
   ``config.num_devices`` devices (0 = all, over all processes): the batch is
   sharded along it, the state is replicated;
@@ -133,15 +137,24 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 # Helpers of the loop.
 
 
-def _check_resume_config(path: str, config_dict: dict) -> None:
+def _config_changes(path: str, config_dict: dict, allow_change: tuple[str, ...]) -> list[str]:
+    """The differences between a run folder's saved config and ``config_dict`` that ``allow_change`` permits.
+
+    Raises:
+      ConfigError: other differences (a resume must not mix two configs), named.
+    """
     if not os.path.exists(path):
-        return
+        return []
     diffs = resume_lib.config_diffs(io.read_json(path), config_dict, config_lib.RESUME_KEYS)
-    if diffs:
+    allowed = [d for d in diffs if any(d.split(":")[0] == a or d.startswith(a + ".") for a in allow_change)]
+    refused = [d for d in diffs if d not in allowed]
+    if refused:
+        fields = ",".join(d.split(":")[0] for d in refused)
         raise ConfigError(
-            f"workdir {os.path.dirname(path)!r} holds a run with a different config ({'; '.join(diffs[:5])}); "
-            "use a fresh --workdir or the same config"
+            f"workdir {os.path.dirname(path)!r} holds a run with a different config ({'; '.join(refused[:5])}); "
+            f"use a fresh --workdir, the same config, or resume with the change: --allow_change={fields}"
         )
+    return allowed
 
 
 def _flatten(prefix: str, value: Any, out: dict) -> dict:
@@ -182,19 +195,30 @@ def _grid_columns(images: np.ndarray) -> tuple[np.ndarray, int]:
 # The loop.
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+def train(config: ml_collections.ConfigDict, workdir: str, *, allow_change: tuple[str, ...] = ()) -> TrainResult:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
+
+    The whole config is checked before the folder is touched; then the
+    folder's lock is taken (one job per folder). A folder holding
+    checkpoints resumes only with the same config, except for the fields
+    (or sections) named in ``allow_change``, e.g.
+    ``("optimizer.learning_rate",)``: such changes are logged and recorded
+    in ``metrics.jsonl``. A folder without a checkpoint takes any config.
 
     Args:
       config: :func:`jaxspike.train.base_config` plus the family's sections
         (as built by ``launch/configs/*.py``).
       workdir: the run folder (created if missing).
+      allow_change: config fields a resume may change.
 
     Returns:
       A :class:`TrainResult`.
 
     Raises:
       ConfigError: an unusable config field (the message names it).
+      jaxspike.train.io.RunFolderBusy: another job trains in ``workdir``.
+      jaxspike.train.resume.NoUsableCheckpoint: checkpoints exist but none passes its checks.
+      jaxspike.train.io.CheckpointWriteError, OSError: the folder cannot be written.
       NonFiniteLossError: a loss term became NaN/inf.
       TrainingInterrupted: SIGINT/SIGTERM (after saving a checkpoint).
     """
@@ -221,22 +245,35 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
         raise ConfigError(f"config.batch_size={batch_size} exceeds the {len(train_ds.labels)} training examples")
     image_shape = data_lib.image_shape(train_ds)
     objective = families.build(config, image_shape)
-    total = int(config.total_steps)
 
     workdir = os.path.abspath(workdir)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"--workdir={workdir!r} is a file, not a folder")
     run_dirs = [os.path.join(workdir, f"seed_{s}") for s in seeds] if sweep else [workdir]
     config_dict = config.to_dict()
     meta = {"image_shape": list(image_shape), "num_train": len(train_ds.labels), "num_devices": mesh.size}
-    _check_resume_config(os.path.join(workdir, "config.json"), config_dict)
-    if io.is_writer():
-        for d in [workdir] + run_dirs:
-            os.makedirs(d, exist_ok=True)
-        io.write_json(os.path.join(workdir, "config.json"), {**config_dict, **meta})
-        if sweep:
-            for s, d in zip(seeds, run_dirs):
-                # Each seed folder reads as a single run of that seed.
-                io.write_json(os.path.join(d, "config.json"), {**config_dict, "seed": s, "seeds": "", **meta})
+    with io.RunLock(workdir):
+        ckpts = [io.Checkpointer(os.path.join(d, "checkpoints"), int(config.keep_checkpoints)) for d in run_dirs]
+        try:
+            changes = []
+            if any(c.all_steps() for c in ckpts):
+                changes = _config_changes(os.path.join(workdir, "config.json"), config_dict, tuple(allow_change))
+            if io.is_writer():
+                io.write_json(os.path.join(workdir, "config.json"), {**config_dict, **meta})
+                if sweep:
+                    for s, d in zip(seeds, run_dirs):
+                        # Each seed folder reads as a single run of that seed.
+                        io.write_json(os.path.join(d, "config.json"), {**config_dict, "seed": s, "seeds": "", **meta})
+            return _train(config, objective, train_ds, test_ds, image_shape, seeds, sweep, mesh, run_dirs, ckpts,
+                          changes)
+        finally:
+            for c in ckpts:
+                c.close()
 
+
+def _train(config, objective, train_ds, test_ds, image_shape, seeds, sweep, mesh, run_dirs, ckpts, changes):
+    """The rest of :func:`train`, with the folder locked and its checkpointers open."""
+    batch_size, total = int(config.batch_size), int(config.total_steps)
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P(None, "data") if sweep else P("data"))
     streams = [state_lib.seed_streams(s) for s in seeds]
@@ -244,46 +281,42 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     example = _example_batch(batch_size, image_shape)
     init_state = jax.jit(lambda key: objective.init(key, example), out_shardings=replicated)
 
-    ckpts = [io.Checkpointer(os.path.join(d, "checkpoints"), int(config.keep_checkpoints)) for d in run_dirs]
-    try:
-        abstract_state = resume_lib.abstract(jax.eval_shape(init_state, streams[0].init_key), replicated)
-        restored = resume_lib.restore_newest(ckpts, abstract_state)
-        if restored is not None:
-            start, states = restored
-            log.info("resuming %s from step %d", workdir, start)
-        else:
-            start, states = 0, [init_state(st.init_key) for st in streams]
-        # Built inside jit so that multi-host runs get global (replicated)
-        # arrays; device_put cannot target devices of other processes.
-        if sweep:
-            state = jax.jit(state_lib.stack_states, out_shardings=replicated)(states)
-            run_keys = jax.jit(
-                lambda: jnp.stack([state_lib.seed_streams(s).run_key for s in seeds]), out_shardings=replicated
-            )()
-        else:
-            state = states[0]
-            run_keys = jax.jit(lambda: state_lib.seed_streams(seeds[0]).run_key, out_shardings=replicated)()
+    abstract_state = resume_lib.abstract(jax.eval_shape(init_state, streams[0].init_key), replicated)
+    restored = resume_lib.restore_newest(ckpts, abstract_state)
+    if restored is not None:
+        start, states = restored
+        log.info("resuming %s from step %d", os.path.dirname(run_dirs[0]) if sweep else run_dirs[0], start)
+    else:
+        start, states = 0, [init_state(st.init_key) for st in streams]
+    # Built inside jit so that multi-host runs get global (replicated)
+    # arrays; device_put cannot target devices of other processes.
+    if sweep:
+        state = jax.jit(state_lib.stack_states, out_shardings=replicated)(states)
+        run_keys = jax.jit(
+            lambda: jnp.stack([state_lib.seed_streams(s).run_key for s in seeds]), out_shardings=replicated
+        )()
+    else:
+        state = states[0]
+        run_keys = jax.jit(lambda: state_lib.seed_streams(seeds[0]).run_key, out_shardings=replicated)()
 
-        def step_fn(state, batch, run_key):
-            # Step s draws its randomness from fold_in(run_key, s): a resumed run replays it exactly.
-            return objective.step(state, batch, jax.random.fold_in(run_key, state.step))
+    def step_fn(state, batch, run_key):
+        # Step s draws its randomness from fold_in(run_key, s): a resumed run replays it exactly.
+        return objective.step(state, batch, jax.random.fold_in(run_key, state.step))
 
-        if sweep:
-            step_fn = jax.vmap(step_fn, in_axes=(0, 0, 0))
-        jit_step = jax.jit(
-            step_fn,
-            donate_argnums=(0,),
-            in_shardings=(replicated, batch_sharding, replicated),
-            out_shardings=(replicated, replicated),
-        )
-        runner = _Runner(config, objective, train_ds, test_ds, seeds, sweep, order_seeds, run_dirs, ckpts,
-                         batch_sharding, start)
-        state, last_rows = runner.run(jit_step, state, run_keys, start, total)
-        num_compiles = jit_step._cache_size() if hasattr(jit_step, "_cache_size") else -1
-        return TrainResult(state, max(start, total), last_rows, run_dirs, num_compiles, objective.headline)
-    finally:
-        for c in ckpts:
-            c.close()
+    if sweep:
+        step_fn = jax.vmap(step_fn, in_axes=(0, 0, 0))
+    jit_step = jax.jit(
+        step_fn,
+        donate_argnums=(0,),
+        in_shardings=(replicated, batch_sharding, replicated),
+        out_shardings=(replicated, replicated),
+    )
+    runner = _Runner(config, objective, train_ds, test_ds, seeds, sweep, order_seeds, run_dirs, ckpts,
+                     batch_sharding, start)
+    runner.record_changes(start, changes)
+    state, last_rows = runner.run(jit_step, state, run_keys, start, total)
+    num_compiles = jit_step._cache_size() if hasattr(jit_step, "_cache_size") else -1
+    return TrainResult(state, max(start, total), last_rows, run_dirs, num_compiles, objective.headline)
 
 
 def _seed_vmap(fn: Callable, sweep: bool) -> Callable:
@@ -302,6 +335,7 @@ class _Runner:
         self.train_ds, self.test_ds = train_ds, test_ds
         self.seeds, self.sweep, self.order_seeds = seeds, sweep, order_seeds
         self.run_dirs, self.ckpts = run_dirs, ckpts
+        self.last_saved = start or None  # the newest checkpoint known to exist and to have passed its checks
         self.batch_sharding = batch_sharding
         self.writers = [io.MetricsWriter(os.path.join(d, "metrics.jsonl"), start) for d in run_dirs] if io.is_writer() else []
         self.boards = [io.TensorBoardWriter(d, start) for d in run_dirs] if io.is_writer() else []
@@ -353,10 +387,15 @@ class _Runner:
             if bad.size:
                 seed = self.seeds[int(bad[0])] if self.sweep else None
                 where = f" (seed {seed})" if self.sweep else ""
+                if self.last_saved is None:
+                    after = "no checkpoint was saved before it"
+                else:
+                    after = (f"the last checkpoint, step {self.last_saved}, stays in "
+                             f"{self.ckpts[int(bad[0]) if self.sweep else 0].directory}; to resume from it with a "
+                             "lower learning rate add --allow_change=optimizer and the new rate")
                 raise NonFiniteLossError(
                     f"non-finite loss at step {step}{where}: term {name!r} = {vals[bad[0]]} "
-                    f"({total_name} = {np.atleast_1d(values[total_name])[bad[0] if self.sweep else 0]}); "
-                    f"the last good checkpoint stays in {self.ckpts[int(bad[0]) if self.sweep else 0].directory}",
+                    f"({total_name} = {np.atleast_1d(values[total_name])[bad[0] if self.sweep else 0]}); {after}",
                     step, name, seed,
                 )
         if step % int(self.config.log_every) and step != int(self.config.total_steps):
@@ -381,6 +420,15 @@ class _Runner:
     def save(self, step: int, state) -> None:
         for i, c in enumerate(self.ckpts):
             c.save(step, state_lib.unstack_state(state, i) if self.sweep else state)
+        self.last_saved = step
+
+    def record_changes(self, step: int, changes: list[str]) -> None:
+        """Logs the config changes a resume was allowed, and records them in ``metrics.jsonl``."""
+        if not changes:
+            return
+        log.warning("resuming at step %d with a changed config: %s", step, "; ".join(changes))
+        for writer in self.writers:
+            writer.write({"step": step, "config_change": "; ".join(changes)})
 
     def write_grids(self, step: int, state) -> None:
         n = int(self.config.num_grid)

@@ -26,7 +26,7 @@ from jaxspike.train import io
 
 log = logging.getLogger("jaxspike.train")
 
-__all__ = ["SignalCatcher", "Stopped", "RunMismatch", "config_diffs", "abstract", "restore_newest", "EpochCheckpoints",
+__all__ = ["SignalCatcher", "Stopped", "RunMismatch", "NoUsableCheckpoint", "config_diffs", "abstract", "restore_newest", "EpochCheckpoints",
            "quiet_checkpoint_logs"]
 
 
@@ -90,12 +90,26 @@ def abstract(tree: Any, sharding=None) -> Any:
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
-def restore_newest(ckpts: list[io.Checkpointer], abstract_state: Any) -> tuple[int, list[Any]] | None:
-    """Newest step readable in every run's checkpoints, and the states; ``None`` if none.
+class NoUsableCheckpoint(RuntimeError):
+    """A run folder holds checkpoints but none passes its checks; they are left in place."""
 
-    Checkpoints newer than that step (unreadable, or not matched by the other
-    runs of a sweep) are moved aside.
+
+def restore_newest(ckpts: list[io.Checkpointer], abstract_state: Any) -> tuple[int, list[Any]] | None:
+    """Newest step readable and verified in every run's checkpoints, and the states; ``None`` if
+    the folders hold no checkpoint at all.
+
+    Incomplete step folders are reported and ignored. Checkpoints newer than
+    the step found (failing their checks, or not matched by the other runs
+    of a sweep) are moved aside, so the run can save those steps again;
+    older ones are never touched.
+
+    Raises:
+      NoUsableCheckpoint: there are checkpoints, but none passes (a run never
+        silently restarts from step 0 past them).
     """
+    for c in ckpts:
+        for step in c.incomplete_steps():
+            log.warning("step folder %s holds no complete checkpoint and is ignored", c.step_dir(step))
     common = set(ckpts[0].all_steps())
     for c in ckpts[1:]:
         common &= set(c.all_steps())
@@ -110,8 +124,13 @@ def restore_newest(ckpts: list[io.Checkpointer], abstract_state: Any) -> tuple[i
         if len(states) == len(ckpts):
             found = (step, states)
             break
+    if found is None and any(c.all_steps() for c in ckpts):
+        raise NoUsableCheckpoint(
+            f"no checkpoint in {ckpts[0].directory} passes its checks (the warnings above say why); they are left "
+            "in place: move them away to start over, or use another --workdir"
+        )
     for c in ckpts:
-        c.discard([s for s in c.all_steps() if found is None or s > found[0]])
+        c.discard([s for s in c.all_steps() if found is not None and s > found[0]])
     return found
 
 
@@ -139,27 +158,31 @@ class EpochCheckpoints:
     """Per-epoch orbax checkpoints of a launcher's whole training state.
 
     ``state`` is any pytree of arrays (weights, carried scalars, elapsed
-    times); steps count finished epochs. Opening checks ``config`` against
-    the folder's ``config.json`` (all fields but those in ``ignore``) and
-    raises :class:`RunMismatch` naming the differing fields, so a resume cannot mix
+    times); steps count finished epochs. Opening takes the folder's lock
+    (:class:`jaxspike.train.io.RunLock`: one job per folder), then, if the
+    folder holds a checkpoint, checks ``config`` against its
+    ``config.json`` (all fields but those in ``ignore``) and raises
+    :class:`RunMismatch` naming the differing fields, so a resume cannot mix
     two configs; then (re)writes ``config.json``.
     """
 
     def __init__(self, workdir: str, config: dict, ignore: Iterable[str] = ("command",), keep: int = 2):
         path = os.path.join(workdir, "config.json")
         ignore = set(ignore)
-        self.resuming = os.path.isdir(os.path.join(workdir, "checkpoints"))
+        self.lock = io.RunLock(workdir)
+        self.ckpt = io.Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep)
+        self.resuming = bool(self.ckpt.all_steps())
         if self.resuming and os.path.exists(path):
             saved = io.read_json(path)
             keys = (set(saved) | set(config)) - ignore
             diffs = config_diffs(saved, config, sorted(keys))
             if diffs:
+                self.close()
                 raise RunMismatch(
                     f"workdir {workdir!r} holds checkpoints of a run with a different config "
                     f"({'; '.join(diffs[:5])}); use a fresh --workdir or the same flags"
                 )
         io.write_json(path, config)
-        self.ckpt = io.Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep)
 
     def restore(self, template: Any) -> tuple[int, Any]:
         """``(step, state)`` of the newest readable checkpoint, else ``(0, template)``.
@@ -175,3 +198,4 @@ class EpochCheckpoints:
 
     def close(self) -> None:
         self.ckpt.close()
+        self.lock.release()
