@@ -363,6 +363,14 @@ def test_periodic_evaluation_is_logged(tmp_path, monkeypatch):
     # energy of one generation pass (prior -> decoder): no encoder layer in it
     assert evals[0]["energy/energy_pj"] > 0 and "energy/layers/dec0/synops" in evals[0]
     assert not any(k.startswith("energy/layers/enc") for k in evals[0])
+    # and its memory-inclusive headline (jaxspike.energy.memory_energy_report), the same counts priced
+    # with memory traffic against fp32, int8 and bit-matched twins on two hardware profiles
+    for key in ("energy_mem/synops_only", "energy_mem/neuromorphic/matched", "energy_mem/accelerator/int8",
+                "energy_mem/neuromorphic/matched/crossover_rate", "energy_mem/spike_rate"):
+        assert np.isfinite(evals[0][key]), key
+    # synaptic operations only: the logged energy over the fp32 twin's decoder, 8->16->784 MACs and 800 biases
+    twin_pj = (8 * 16 + 16 * 784) * 4.6 + (16 + 784) * 0.9
+    np.testing.assert_allclose(evals[0]["energy_mem/synops_only"], evals[0]["energy/energy_pj"] / twin_pj, rtol=1e-6)
     # the whole test split is scored: ELBO = -(recon + KL), reconstruction MSE in [0, 1]
     t = evals[0]
     assert t["test/elbo"] == pytest.approx(-(t["test/recon"] + t["test/kl"]), rel=1e-5)

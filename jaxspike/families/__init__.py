@@ -27,7 +27,7 @@ from typing import Callable
 
 from jaxspike.objective import ConfigError, Objective
 
-__all__ = ["build", "register", "names"]
+__all__ = ["build", "register", "names", "upgrade"]
 
 Builder = Callable[..., Objective]
 
@@ -78,3 +78,32 @@ def build(config, image_shape: tuple[int, ...]) -> Objective:
         return build_fn(config, tuple(int(d) for d in image_shape))
     except (AttributeError, KeyError) as err:
         raise ConfigError(f"config (model {name!r}) lacks a field the model needs: {err}") from None
+
+
+# Neuron fields that older configs kept on config.model, now under config.model.neuron.
+_NEURON_FIELDS = {"beta": "beta", "threshold": "threshold", "surrogate": "surrogate", "learn_neuron": "learn"}
+
+
+def upgrade(saved: dict) -> dict:
+    """A run folder's saved config (``config.json``) of an older layout in today's field names.
+
+    The neuron settings moved from ``model`` to ``model.neuron`` (``slope``
+    becomes the named parameter of the surrogate it shaped: ``alpha`` for
+    arctan), and ``frontend_cache`` into ``model``. Today's configs pass
+    through unchanged.
+    """
+    from jaxspike import surrogates
+
+    saved = dict(saved)
+    model = dict(saved.get("model", {}))
+    if "frontend_cache" in saved:
+        model.setdefault("frontend_cache", saved.pop("frontend_cache"))
+    moved = {new: model.pop(old) for old, new in _NEURON_FIELDS.items() if old in model}
+    if "slope" in model:
+        surrogate = moved.get("surrogate", "fast_sigmoid")
+        moved[surrogates.PARAMETER.get(surrogate, "slope")] = model.pop("slope")
+    if moved:
+        model["neuron"] = {**moved, **model.get("neuron", {})}
+    if model:
+        saved["model"] = model
+    return saved

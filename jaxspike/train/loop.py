@@ -346,6 +346,7 @@ class _Runner:
         self.figures = jax.jit(_seed_vmap(objective.figures, sweep))
         self.energy = jax.jit(_seed_vmap(objective.energy, sweep), static_argnums=2)
         self.evaluate_split = jax.jit(_seed_vmap(objective.evaluate, sweep))
+        self.energy_shapes = None  # the generation pass's layer shapes, traced at the first evaluation
         # Elapsed time counts from here, so it includes precomputing (e.g. cached front-end features).
         self.t0 = time.perf_counter()
         self.extras = objective.precompute(train_ds.images)
@@ -487,12 +488,36 @@ class _Runner:
             if layers:
                 aux_i = jax.tree_util.tree_map(lambda a: np.asarray(a)[i], layers) if self.sweep else layers
                 _flatten("energy", energy_lib.energy_report(aux_i), row)
+                memory = self.memory_energy(state, k_fwd, aux_i)
+                if memory:
+                    _flatten("energy_mem", memory, row)
             self.last_rows[i] = {**self.last_rows[i], **row}
             if self.writers:
                 self.writers[i].write(row)
                 self.boards[i].scalars(row)
             log.info("step %d eval%s: %s", step, f" seed {self.seeds[i]}" if self.sweep else "",
                      {k: v for k, v in row.items() if k in ("eval/fid", "eval/inception_score", "eval/class_entropy")})
+
+    def memory_energy(self, state, key, aux) -> dict:
+        """The memory-inclusive energy headline of one generation pass (:func:`jaxspike.energy.memory_energy_report`):
+        spiking / twin ratios per hardware profile and twin, crossover spike rates. ``{}`` when the
+        pass has no spiking layers the shapes can be read from (an analog twin)."""
+        if self.energy_shapes is None:
+            one = state_lib.unstack_state(state, 0) if self.sweep else state
+            num = int(self.config.batch_size)
+            try:
+                self.energy_shapes = energy_lib.layer_shapes(lambda s, k: self.objective.energy(s, k, num), one, key)
+            except ValueError as err:
+                log.info("no memory-inclusive energy report: %s", err)
+                self.energy_shapes = {}
+        if not self.energy_shapes or not any(s.spiking for s in self.energy_shapes.values()):
+            return {}
+        try:
+            return energy_lib.headline(energy_lib.memory_energy_report(aux, self.energy_shapes))
+        except ValueError as err:  # layers without a shape (a frozen front end): say so once
+            log.info("no memory-inclusive energy report: %s", err)
+            self.energy_shapes = {}
+            return {}
 
     def should_stop(self, stop: resume_lib.SignalCatcher, done: int) -> bool:
         """Whether to checkpoint and stop after update ``done``.
@@ -583,7 +608,7 @@ def load_trained(workdir: str):
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"--workdir={workdir!r} holds no config.json; is it a training run folder?")
-    saved = io.read_json(path)
+    saved = families.upgrade(io.read_json(path))
     if saved.get("seeds"):
         names = ", ".join(f"seed_{s}" for s in config_lib.parse_seeds(saved["seeds"]))
         raise FileNotFoundError(f"--workdir={workdir!r} is a seed sweep; pass one of its runs: {names}")

@@ -1,0 +1,136 @@
+"""Memory-inclusive energy of trained runs: spiking vs analog twins, per hardware profile.
+
+    python -m launch.energy_report --runs=runs/svae,runs/sgan/seed_0 [--out=table.md] [--json=rows.jsonl]
+
+For every run folder (a training run of :mod:`jaxspike.train`, or a parent of ``seed_<k>``
+folders, averaged over them) it takes the per-layer counts of the last evaluation in
+``metrics.jsonl`` (``energy/layers/<name>/*``: one generation pass), the layer shapes of the
+model its ``config.json`` describes, and prices them with
+:func:`jaxspike.energy.memory_energy_report`: synaptic operations only (the usual figure), and
+with weight, membrane and spike traffic on the ``neuromorphic`` and ``accelerator`` profiles,
+against an fp32, an int8 and a bit-matched (``ceil(log2(T+1))``-bit activations) twin, with each
+layer's spike rate and the crossover spike rate below which the spiking network wins.
+Needs no checkpoint: the counts are logged, the shapes come from the config.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from absl import app, flags
+
+flags.DEFINE_list("runs", None, "Run folders (or parents of seed_<k> folders), NAME=DIR to name a row.")
+flags.DEFINE_string("out", "", "Write the markdown table here (default: print it).")
+flags.DEFINE_string("json", "", "Also write one JSON line per run (the report's headline and layer spike rates).")
+flags.mark_flags_as_required(["runs"])
+FLAGS = flags.FLAGS
+
+
+def _seed_dirs(path: str) -> list[str]:
+    seeds = sorted(glob.glob(os.path.join(path, "seed_*")))
+    return seeds or [path]
+
+
+def _last_counts(run_dir: str) -> dict:
+    """``{layer: {count: value}}`` of the last row holding ``energy/layers/...``."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    rows = [r for r in rows if any(k.startswith("energy/layers/") for k in r)]
+    if not rows:
+        raise ValueError(f"{run_dir}: metrics.jsonl has no evaluation with energy counts (config.eval_every)")
+    layers: dict[str, dict] = {}
+    for key, value in rows[-1].items():
+        if key.startswith("energy/layers/"):
+            name, count = key[len("energy/layers/"):].rsplit("/", 1)
+            layers.setdefault(name, {})[count] = value
+    return layers
+
+
+def report(run_dir: str) -> dict:
+    """The headline of :func:`jaxspike.energy.memory_energy_report` for one run, and its layer spike rates."""
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+    import numpy as np
+
+    from jaxspike import energy, families
+
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = families.upgrade(json.load(f))
+    image_shape = tuple(saved.pop("image_shape"))
+    for extra in ("num_train", "num_devices"):
+        saved.pop(extra, None)
+    config = ml_collections.ConfigDict(saved)
+    objective = families.build(config, image_shape)
+    num = int(config.batch_size)
+    example = {"image": jnp.zeros((num,) + image_shape), "label": jnp.zeros((num,), jnp.int32)}
+    state = jax.eval_shape(objective.init, jax.random.key(0), example)
+    shapes = energy.layer_shapes(lambda s, k: objective.energy(s, k, num), state, jax.random.key(0))
+    counts = _last_counts(run_dir)
+    # Logged counts are per-sample means; the report reads per-example arrays.
+    aux = {}
+    for name, c in counts.items():
+        node = aux
+        *parents, leaf = name.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = {"spike_count": np.array([c["spikes"]]), "firing_rate": np.array([c["firing_rate"]]),
+                      "synops": np.array([c["synops"]]), "macs": np.array([c["macs"]])}
+    full = energy.memory_energy_report(aux, shapes)
+    return {**energy.headline(full), "layers": {n: v["spike_rate"] for n, v in full["layers"].items()},
+            "num_steps": full["num_steps"], "matched_bits": full["matched_bits"],
+            "crossover_scale": full["neuromorphic"]["matched"]["crossover_scale"]}
+
+
+def _mean(rows: list[dict]) -> dict:
+    import numpy as np
+
+    out = {}
+    for key, value in rows[0].items():
+        if isinstance(value, dict):
+            out[key] = {k: float(np.mean([r[key][k] for r in rows])) for k in value}
+        else:
+            out[key] = float(np.mean([r[key] for r in rows]))
+    return out
+
+
+def table(named: list[tuple[str, dict, int]]) -> str:
+    head = ("| run | seeds | T | spike rate (per layer) | synops only | neuromorphic vs fp32 | vs int8 | vs matched "
+            "| accelerator vs matched | crossover rate (neuromorphic, matched) | activity scale to win |")
+    lines = [head, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r, seeds in named:
+        per_layer = ", ".join(f"{k} {v:.3f}" for k, v in r["layers"].items())
+        lines.append(
+            f"| {name} | {seeds} | {int(r['num_steps'])} | {r['spike_rate']:.3f} ({per_layer}) | {r['synops_only']:.2f}x "
+            f"| {r['neuromorphic/fp32']:.2f}x | {r['neuromorphic/int8']:.2f}x | {r['neuromorphic/matched']:.2f}x "
+            f"| {r['accelerator/matched']:.2f}x | {r['neuromorphic/matched/crossover_rate']:.3f} "
+            f"| {r['crossover_scale']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    named, records = [], []
+    for item in FLAGS.runs:
+        name, _, path = item.rpartition("=")
+        name = name or os.path.basename(os.path.normpath(path))
+        dirs = _seed_dirs(path)
+        rows = [report(d) for d in dirs]
+        named.append((name, _mean(rows), len(rows)))
+        records += [{"run": name, "dir": d, **r} for d, r in zip(dirs, rows)]
+    text = table(named)
+    if FLAGS.out:
+        with open(FLAGS.out, "w") as f:
+            f.write(text)
+    else:
+        print(text)
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            for r in records:
+                f.write(json.dumps(r, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
