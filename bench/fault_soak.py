@@ -28,6 +28,7 @@ flags.DEFINE_string("workdir", "/tmp/jaxspike_soak", "Scratch folder (emptied fi
 flags.DEFINE_integer("kills", 20, "SIGKILLs to inject.")
 flags.DEFINE_integer("steps", 40, "Training steps of the soaked run.")
 flags.DEFINE_integer("seed", 0, "Seed of the kill times.")
+flags.DEFINE_list("parts", ["soak", "classes"], "What to run: the kill -9 soak, the failure classes, or both.")
 FLAGS = flags.FLAGS
 
 SMOKE = ["--config=launch/configs/vae.py:smoke", "--config.num_grid=0", "--config.checkpoint_every=1",
@@ -78,13 +79,19 @@ def soak(root: str) -> dict:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         resumes += before > 0
         aim_mid_save = rng.random() < 1 / 3
-        deadline = time.time() + rng.uniform(3.0, 12.0)
+        # Let the resumed run train at least one step first, then kill after a random delay
+        # (or, for a third of the kills, as soon as a checkpoint is being written).
+        logged0 = len(_rows(cut)) if os.path.exists(os.path.join(cut, "metrics.jsonl")) else 0
+        while proc.poll() is None and (not os.path.exists(os.path.join(cut, "metrics.jsonl"))
+                                       or len(_rows(cut)) <= min(logged0, before)):
+            time.sleep(0.01)
+        deadline = time.time() + rng.uniform(0.0, 2.0)
         while proc.poll() is None and time.time() < deadline:
             if aim_mid_save and os.path.isdir(os.path.join(cut, "checkpoints")) and any(
                 n.endswith(".partial") for n in os.listdir(os.path.join(cut, "checkpoints"))
             ):
                 break
-            time.sleep(0.01)
+            time.sleep(0.005)
         if proc.poll() is not None:  # finished before the kill
             break
         in_save = os.path.isdir(os.path.join(cut, "checkpoints")) and any(
@@ -151,7 +158,7 @@ def failure_classes(root: str) -> list[dict]:
     first = subprocess.Popen([sys.executable, "-m", "launch.train", *SMOKE, "--config.total_steps=400",
                               f"--workdir={busy}"], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True)
-    while not os.path.exists(os.path.join(busy, "config.json")):
+    while not os.path.exists(os.path.join(busy, "metrics.jsonl")):  # training, so SIGTERM below is caught
         time.sleep(0.05)
     proc = _run(*SMOKE, f"--workdir={busy}")
     lines = [line for line in proc.stderr.splitlines() if line.startswith("launch.train: error:")]
@@ -172,9 +179,11 @@ def main(argv):
     root = os.path.abspath(FLAGS.workdir)
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
-    print(json.dumps(soak(root)), flush=True)
-    for row in failure_classes(root):
-        print(json.dumps(row), flush=True)
+    if "soak" in FLAGS.parts:
+        print(json.dumps(soak(root)), flush=True)
+    if "classes" in FLAGS.parts:
+        for row in failure_classes(root):
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
