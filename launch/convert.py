@@ -135,11 +135,16 @@ def main(argv):
         images = np.clip(np.concatenate(images), 0.0, 1.0).astype(np.float32)
         aux = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *auxes)
         rep = energy.energy_report(aux)
+        # The same counts with weight, membrane and spike traffic, against the analog original as
+        # fp32, int8 and bit-matched twins (jaxspike.energy.memory_energy_report).
+        shapes = energy.layer_shapes(lambda s: convert.run_snn_on_spikes(snn, s)[2], spikes)
+        memory = energy.headline(energy.memory_energy_report(aux, shapes))
         scores = metrics.evaluate_samples(images, config.data.name, data_dir=config.data.data_dir or None)
         row = {"T": T, "kind": "converted", **{k: v for k, v in scores.items() if k != "class_histogram"},
                "pixel_mae_vs_analog": float(np.mean(np.abs(images - analog))),
                "spikes_per_sample": rep["spikes_per_sample"], "synops": rep["synops"], "macs": rep["macs"],
-               "energy_nj": rep["energy_nj"], "sim_s": time.time() - t0}
+               "energy_nj": rep["energy_nj"], "sim_s": time.time() - t0,
+               **{f"energy_mem/{k}": v for k, v in memory.items()}}
         rows.append(row)
         io.save_image_grid(os.path.join(out_dir, f"samples_T{T}.png"), images[:64])
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
