@@ -89,7 +89,10 @@ _TFDS = {
 }
 TFDS_DATASETS = tuple(_TFDS)
 DATASETS = ("mnist5k",) + TFDS_DATASETS
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "train_fit", "validation")
+# mnist5k's validation split: the last 40 training digits of each class, held out of train_fit
+# (the first 360), for screening settings without looking at the test split.
+_MNIST5K_VALIDATION_PER_DIGIT = 40
 
 _MNIST5K_TRAIN_PER_DIGIT = 400
 _MNIST5K_PER_DIGIT = 500
@@ -117,7 +120,9 @@ def _load_mnist5k(split: str) -> tuple[np.ndarray, np.ndarray]:
         idx = np.flatnonzero(labels == digit)
         if idx.size != _MNIST5K_PER_DIGIT:
             raise ValueError(f"mnist_5k.csv.gz has {idx.size} rows of digit {digit}, expected 500")
-        rows.append(idx[:_MNIST5K_TRAIN_PER_DIGIT] if split == "train" else idx[_MNIST5K_TRAIN_PER_DIGIT:])
+        fit = _MNIST5K_TRAIN_PER_DIGIT - _MNIST5K_VALIDATION_PER_DIGIT
+        rows.append({"train": idx[:_MNIST5K_TRAIN_PER_DIGIT], "test": idx[_MNIST5K_TRAIN_PER_DIGIT:],
+                     "train_fit": idx[:fit], "validation": idx[fit:_MNIST5K_TRAIN_PER_DIGIT]}[split])
     rows = np.concatenate(rows)
     images = (pixels[rows] / 255.0).reshape(-1, 28, 28, 1).astype(np.float32)
     return images, labels[rows]
@@ -287,6 +292,8 @@ def _check_args(name: str, split: str, image_size: int | None) -> None:
         raise ValueError(f"unknown dataset {name!r}; supported: {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    if split in ("train_fit", "validation") and name != "mnist5k":
+        raise ValueError(f"split {split!r} (a validation split held out of train) exists for mnist5k only")
     if image_size is not None and (not isinstance(image_size, (int, np.integer)) or image_size < 4):
         raise ValueError(f"image_size must be an int >= 4 or None, got {image_size!r}")
 

@@ -286,3 +286,17 @@ def test_shift_images_moves_pixels_and_fills_zeros():
         data.shift_images(x, 4, 0)
     with pytest.raises(ValueError, match=r"\[N, H, W, C\]"):
         data.shift_images(x[..., 0], 1, 0)
+
+
+def test_mnist5k_validation_split_is_held_out_of_train():
+    """train_fit + validation = train (the last 40 training digits of each class held out); test untouched."""
+    train = data.load("mnist5k", "train")
+    fit, val = data.load("mnist5k", "train_fit"), data.load("mnist5k", "validation")
+    assert len(fit.labels) == 3600 and len(val.labels) == 400
+    assert np.all(np.bincount(val.labels) == 40)
+    for digit in range(10):
+        rows = train.images[train.labels == digit]
+        np.testing.assert_array_equal(fit.images[fit.labels == digit], rows[:360])
+        np.testing.assert_array_equal(val.images[val.labels == digit], rows[360:])
+    with pytest.raises(ValueError, match="mnist5k only"):
+        data.load("mnist", "validation")

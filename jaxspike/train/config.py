@@ -32,6 +32,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.data_dir = ""  # TFDS data_dir ("" = TFDS default); unused by mnist5k
     config.data.binarize = False
     config.data.max_examples = 0  # train/test on the first N images of each split (0 = all)
+    # Screening: train on train_fit and score (eval/*, test/*) on the validation split held out of
+    # the training digits, never on the test split (mnist5k: 40 per class).
+    config.data.validation = False
 
     config.batch_size = 128  # global batch, split over the devices
     config.total_steps = 3000
@@ -85,6 +88,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                        ("keep_checkpoints", 1), ("num_grid", 0), ("sample_every", 0), ("eval_every", 0),
                        ("num_devices", 0), ("seed", 0), ("eval_seed", 0)):
         require(is_int(config[field]) and config[field] >= low, field, config[field], f"must be an int >= {low}")
+    require(isinstance(config.data.validation, bool), "data.validation", config.data.validation, "must be True or False")
+    require(not config.data.validation or config.data.name == "mnist5k", "data.validation", config.data.validation,
+            "a validation split exists for mnist5k only")
     require(is_int(config.data.max_examples) and config.data.max_examples >= 0, "data.max_examples",
             config.data.max_examples, "must be an int >= 0 (0 = all)")
     if config.eval_every:

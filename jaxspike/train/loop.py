@@ -157,6 +157,11 @@ def _config_changes(path: str, config_dict: dict, allow_change: tuple[str, ...])
     return allowed
 
 
+def _splits(config) -> tuple[str, str]:
+    """``(training split, scored split)``: train / test, or train_fit / validation for screening."""
+    return ("train_fit", "validation") if config.data.validation else ("train", "test")
+
+
 def _flatten(prefix: str, value: Any, out: dict) -> dict:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -237,9 +242,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_change: tupl
     data_dir = config.data.data_dir or None
     # Sets too large for memory (celeb_a) train on their first data.max_examples images (0 = all).
     limit = int(config.data.max_examples) or None
-    train_ds = data_lib.load(config.data.name, "train", data_dir=data_dir, binarize=config.data.binarize,
+    train_split, eval_split = _splits(config)
+    train_ds = data_lib.load(config.data.name, train_split, data_dir=data_dir, binarize=config.data.binarize,
                              max_examples=limit)
-    test_ds = data_lib.load(config.data.name, "test", data_dir=data_dir, binarize=config.data.binarize,
+    test_ds = data_lib.load(config.data.name, eval_split, data_dir=data_dir, binarize=config.data.binarize,
                             max_examples=limit)
     if batch_size > len(train_ds.labels):
         raise ConfigError(f"config.batch_size={batch_size} exceeds the {len(train_ds.labels)} training examples")
@@ -473,7 +479,8 @@ class _Runner:
             row = {"step": step}
             row.update({f"test/{k}": float(v[i] if self.sweep else v) for k, v in test.items()})
             s = samples[i] if self.sweep else samples
-            scores = metrics_lib.evaluate_samples(s, cfg.data.name, data_dir=cfg.data.data_dir or None)
+            scores = metrics_lib.evaluate_samples(s, cfg.data.name, data_dir=cfg.data.data_dir or None,
+                                                  reference=_splits(cfg)[1])
             _flatten("eval", scores, row)
             if "class_entropy" in scores:
                 collapsed = bool(scores["class_entropy"] < min_entropy)
