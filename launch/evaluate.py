@@ -3,10 +3,10 @@ r"""Scores generated samples against a real split; prints one JSON line.
     python -m launch.evaluate --dataset mnist5k --samples samples.npy
 
 ``samples.npy``: float32 in [0, 1], shape ``(N, H, W)`` or ``(N, H, W, C)``,
-``N >= 10``. The first call per dataset trains the feature classifier
-(~1 min for mnist5k on 2 CPU cores) into ``$JAXSPIKE_CACHE`` (default
-``~/.cache/jaxspike``); progress goes to stderr, the metrics (see
-``results/README.md``) to stdout. Bad input exits with status 2 and a
+``N >= 10``. The first call per dataset trains the two feature networks
+(~1 and ~2 min for mnist5k on 2 CPU cores) into ``$JAXSPIKE_CACHE`` (default
+``~/.cache/jaxspike``); progress goes to stderr, the metrics of both feature
+spaces (see ``results/README.md``) to stdout. Bad input exits with status 2 and a
 one-line message.
 """
 
@@ -85,8 +85,11 @@ def evaluate_file(
     if samples.shape[0] < max(metrics.MIN_SAMPLES, k + 1):
         raise InputError(f"need at least {max(metrics.MIN_SAMPLES, k + 1)} samples, got {samples.shape[0]}")
     try:
-        clf = metrics.get_classifier(
-            dataset, data_dir=data_dir, image_size=image_size, grayscale=grayscale, verbose=True
+        clf, clf2 = (
+            metrics.get_classifier(
+                dataset, data_dir=data_dir, image_size=image_size, grayscale=grayscale, arch=arch, verbose=True
+            )
+            for arch in ("cnn", "strided")
         )
         return metrics.evaluate_samples(
             samples,
@@ -99,6 +102,7 @@ def evaluate_file(
             image_size=image_size,
             grayscale=grayscale,
             classifier=clf,
+            classifier2=clf2,
             reconstructions=inputs,
         )
     except (ValueError, FileNotFoundError) as err:

@@ -1,7 +1,7 @@
 """Sample-quality metrics: behaviour on known cases, input checks, CLI errors.
 
-One small classifier (fewer steps than the production one) is trained once
-per session into a temporary cache and shared by all tests.
+One small feature network per space (fewer steps than the production ones) is
+trained once per session into a temporary cache and shared by all tests.
 """
 
 import json
@@ -20,6 +20,7 @@ from jaxspike import data, metrics
 pytestmark = pytest.mark.xdist_group("classifier")
 
 TEST_STEPS = 250  # ~96% test accuracy: plenty to check how metrics behave
+TEST_STEPS2 = 150  # space 2 (StridedCNN) costs ~4x more per step
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,11 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def clf(cache):
     return metrics.get_classifier("mnist5k", cache=cache, num_steps=TEST_STEPS)
+
+
+@pytest.fixture(scope="session")
+def clf2(cache):
+    return metrics.get_classifier("mnist5k", cache=cache, arch="strided", num_steps=TEST_STEPS2)
 
 
 @pytest.fixture(scope="session")
@@ -108,15 +114,102 @@ def test_reconstruction_mse_and_pixel_stats():
     assert stats["near_binary_frac"] == pytest.approx(0.75)
 
 
-def test_evaluate_samples_end_to_end(clf, mnist):
-    samples = mnist[0].images[::13][:300, ..., 0]  # [N, H, W] accepted for one channel
-    out = metrics.evaluate_samples(samples, "mnist5k", classifier=clf, reconstructions=samples)
+def test_mid_grey_share_is_strictly_inside():
+    # 0.1 and 0.9 themselves are not mid-grey; 0.5, 0.3, 0.11, 0.89 are
+    pixels = np.array([0.0, 0.1, 0.5, 0.9, 0.95, 1.0, 0.3, 0.05, 0.11, 0.89]).reshape(1, 10, 1, 1)
+    assert metrics.pixel_stats(pixels)["mid_grey_frac"] == 0.4
+    assert metrics.pixel_stats(np.zeros((2, 3, 3, 1)))["mid_grey_frac"] == 0.0
+
+
+def test_memorisation_share_hand_made():
+    # one-pixel images on a line: train at 0 and 10, test at 4, 20, 21
+    train, test = np.array([[0.0], [10.0]]), np.array([[4.0], [20.0], [21.0]])
+    # 1: train 1 < test 3 (yes); 3: 3 vs 1 (no); 15: 5 vs 5, a tie (no); 12: 2 vs 8 (yes)
+    samples = np.array([[1.0], [3.0], [15.0], [12.0]])
+    assert metrics.memorisation_share(samples, train, test) == 0.5
+    # test digits scored leave-one-out: 4 -> train 4 < test 16 (yes); 20 -> 10 vs 1; 21 -> 11 vs 1
+    assert metrics.memorisation_share(test, train, test, test_index=[0, 1, 2]) == pytest.approx(1 / 3)
+    # without leaving themselves out every test digit finds itself at distance 0
+    assert metrics.memorisation_share(test, train, test) == 0.0
+    assert metrics.memorisation_share(train, train, test) == 1.0
+    images = np.arange(2 * 3 * 2 * 2 * 1, dtype=np.float32).reshape(2, 3, 2, 2, 1)[0]  # any image shape
+    assert metrics.memorisation_share(images, images, images + 0.5) == 1.0
+    with pytest.raises(ValueError, match="image size"):
+        metrics.memorisation_share(samples, np.zeros((2, 2)), test)
+    with pytest.raises(ValueError, match="test_index"):
+        metrics.memorisation_share(samples, train, test, test_index=[0])
+
+
+def test_second_space_is_independent(clf, clf2, cache, test_feats, mnist):
+    assert clf2.arch == "strided" and clf2.info["seed"] != clf.info["seed"]
+    assert clf2.info["test_accuracy"] > 0.85
+    assert os.path.exists(os.path.join(cache, "classifiers", f"mnist5k-strided-v{metrics.STRIDED_VERSION}",
+                                       "params.msgpack"))
+    probs2, feats2 = metrics.classify(clf2, mnist[1].images)
+    _, feats1 = test_feats
+    assert feats1.shape == (1000, 128) and feats2.shape == (1000, 256)
+    assert (feats1 >= 0).all() and (feats2 < 0).mean() > 0.2  # ReLU features vs pre-activations
+
+    def nearest(feats):
+        dist = metrics._pairwise_dist(feats, feats)
+        np.fill_diagonal(dist, np.inf)
+        return dist.argmin(1)
+
+    # Same digits, different geometry: most digits' nearest neighbour differs between the spaces
+    # (about 40% agree with the production networks), while each space is a good classifier.
+    agree = np.mean(nearest(feats1) == nearest(feats2))
+    assert 0.05 < agree < 0.7, agree
+    assert np.mean(probs2.argmax(1) == mnist[1].labels) == pytest.approx(clf2.info["test_accuracy"])
+
+
+SPACE_KEYS = ("fid", "precision", "recall", "density", "coverage",
+              "raw/precision", "raw/recall", "raw/density", "raw/coverage")
+
+
+def test_evaluate_samples_end_to_end(clf, clf2, mnist):
+    train, test = mnist
+    samples = train.images[::13][:300, ..., 0]  # [N, H, W] accepted for one channel
+    out = metrics.evaluate_samples(samples, "mnist5k", classifier=clf, classifier2=clf2, reconstructions=samples)
     json.dumps(out)
     for key in ("fid", "inception_score", "precision", "recall", "class_entropy", "class_histogram",
-                "pixel_mean", "near_binary_frac", "recon_mse", "num_ref"):
+                "pixel_mean", "near_binary_frac", "recon_mse", "num_ref", "mid_grey_frac", "ref_mid_grey_frac",
+                "memorisation", "memorisation_base", "space2/class_entropy", "space2/classifier_accuracy"):
         assert key in out
+    for key in SPACE_KEYS:
+        assert key in out and f"space2/{key}" in out
+    # what the training loop can log: scalars, and the class histogram as a list
+    for key, value in out.items():
+        assert isinstance(value, (float, int, bool, list, str)), (key, value)
     assert out["recon_mse"] == 0.0 and out["num_ref"] == 1000 and out["num_samples"] == 300
     assert out["fid"] < 5.0 and out["recall"] > 0.5
+    assert out["ref_mid_grey_frac"] == metrics.pixel_stats(test.images)["mid_grey_frac"]
+    # training digits are their own nearest training image: all memorised; held-out digits are not
+    assert out["memorisation"] == 1.0
+    n = len(test.images)
+    assert out["memorisation_base"] == metrics.memorisation_share(
+        test.images, train.images, test.images, test_index=np.arange(n))
+    assert 0.3 < out["memorisation_base"] < 0.95
+
+
+def test_real_vs_real_high_recall_in_both_spaces(clf, clf2, mnist):
+    out = metrics.evaluate_samples(mnist[0].images[::4], "mnist5k", classifier=clf, classifier2=clf2)
+    for space in ("", "space2/"):
+        for key in ("recall", "raw/recall", "precision", "coverage"):
+            assert out[space + key] > 0.7, (space + key, out[space + key])
+
+
+def test_64_prototypes_low_recall_in_both_spaces(clf, clf2, mnist):
+    # the failure of a VAE that sits on few modes: 64 real digits, each repeated with
+    # small pixel noise (as bench.calibrate_metrics builds it)
+    rng = np.random.default_rng(0)
+    protos = mnist[0].images[np.sort(rng.choice(len(mnist[0].images), 64, replace=False))]
+    copies = protos[np.arange(1000) % 64]
+    samples = np.clip(copies + 0.05 * rng.normal(size=copies.shape), 0, 1)
+    out = metrics.evaluate_samples(samples, "mnist5k", classifier=clf, classifier2=clf2)
+    for space in ("", "space2/"):
+        assert out[space + "recall"] < 0.1 and out[space + "raw/recall"] < 0.1, out
+        assert out[space + "precision"] > 0.6, out  # each sample is still a realistic digit
+        assert out[space + "coverage"] < 0.4, out
 
 
 @pytest.mark.parametrize(
@@ -129,9 +222,16 @@ def test_evaluate_samples_end_to_end(clf, mnist):
         (np.full((20, 28, 28), 2.0, np.float32), r"\[0, 1\]"),
     ],
 )
-def test_evaluate_samples_rejects_bad_input(clf, samples, match):
+def test_evaluate_samples_rejects_bad_input(clf, clf2, samples, match):
     with pytest.raises(ValueError, match=match):
-        metrics.evaluate_samples(samples, "mnist5k", classifier=clf)
+        metrics.evaluate_samples(samples, "mnist5k", classifier=clf, classifier2=clf2)
+
+
+def test_evaluate_samples_rejects_swapped_spaces(clf, clf2, mnist):
+    with pytest.raises(ValueError, match="classifier2 must be a 'strided'"):
+        metrics.evaluate_samples(mnist[1].images[:20], "mnist5k", classifier=clf, classifier2=clf)
+    with pytest.raises(ValueError, match="unknown feature network"):
+        metrics.get_classifier("mnist5k", arch="mlp")
 
 
 def test_metric_functions_reject_bad_input():
@@ -145,13 +245,13 @@ def test_metric_functions_reject_bad_input():
         metrics.inception_score(np.ones((5, 3)))
 
 
-def test_cli_bad_input(tmp_path, cache, clf, monkeypatch):
+def test_cli_bad_input(tmp_path, cache, clf, clf2, monkeypatch):
     from launch import evaluate
 
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((20, 32, 32), np.float32))
     with monkeypatch.context() as patch:
-        patch.setenv("JAXSPIKE_CACHE", cache)  # the session classifier, no retraining
+        patch.setenv("JAXSPIKE_CACHE", cache)  # the session classifiers, no retraining
         with pytest.raises(evaluate.InputError, match="image shape"):
             evaluate.evaluate_file(str(wrong), "mnist5k")
     with pytest.raises(evaluate.InputError, match="does not exist"):
