@@ -66,7 +66,7 @@ def test_unsupported_layer_is_named():
         convert.convert(net, jnp.ones((4, 20)))
 
 
-@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("arch", ["mlp", pytest.param("conv", marks=pytest.mark.slow)])
 def test_converted_analog_generator_matches_at_long_T(arch):
     G = gan.AnalogGenerator(noise_dim=8, arch=arch, hidden=(16, 32), channels=(8, 4))
     z = jax.random.uniform(jax.random.key(0), (16, 8))
@@ -90,7 +90,7 @@ def test_analog_vae_decoder_extracts():
     np.testing.assert_allclose(convert.analog_forward(net, z), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("noise,coding", [("uniform", "uniform_rate"), ("binary", "binary_tonic"),
+@pytest.mark.parametrize("noise,coding", [pytest.param("uniform", "uniform_rate", marks=pytest.mark.slow), ("binary", "binary_tonic"),
                                           ("gaussian", "gaussian_quantile")])
 def test_noise_codings_drive_converted_generator(noise, coding):
     G = gan.AnalogGenerator(noise_dim=8, hidden=(16, 32), noise=noise)

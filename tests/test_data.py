@@ -88,7 +88,7 @@ def test_bad_arguments(mnist5k):
     with pytest.raises(ValueError, match="unknown dataset"):
         data.load("imagenet21k")
     with pytest.raises(ValueError, match="split"):
-        data.load("mnist5k", "validation")
+        data.load("mnist5k", "valid")
     with pytest.raises(ValueError, match="exceeds"):
         data.get_batch(train, 5000, 0, 0)
     with pytest.raises(ValueError, match="batch_size"):

@@ -34,8 +34,8 @@ def test_noise_spike_frequencies_follow_p():
 # Every coding and every readout once; both backward passes of D (the config's default is regular + rate).
 @pytest.mark.parametrize(
     "coding, readout, gradient",
-    [("rate", "membrane", "surrogate"), ("regular", "membrane", "rate"), ("latency", "first_spike", "surrogate"),
-     ("direct", "rate", "rate"), ("regular", "first_spike_interp", "rate")],
+    [pytest.param("rate", "membrane", "surrogate", marks=pytest.mark.slow), ("regular", "membrane", "rate"), ("latency", "first_spike", "surrogate"),
+     pytest.param("direct", "rate", "rate", marks=pytest.mark.slow), ("regular", "first_spike_interp", "rate")],
 )
 def test_generator_gets_gradients_through_spiking_discriminator(coding, readout, gradient):
     G = gan.SpikingGenerator(**TINY_G, readout=readout, neuron=cells.Neuron(threshold=0.5))
@@ -83,7 +83,8 @@ def test_latency_code_is_single_spike_and_differentiable():
 # Every loss with the analog D; the spiking D with the plain loss and the one that differentiates it twice.
 @pytest.mark.parametrize(
     "loss, disc",
-    [("ns", "spiking"), ("wgan_gp", "spiking"), ("ns", "analog"), ("hinge", "analog"), ("wgan_gp", "analog")],
+    [("ns", "spiking"), pytest.param("wgan_gp", "spiking", marks=pytest.mark.slow),
+     pytest.param("ns", "analog", marks=pytest.mark.slow), ("hinge", "analog"), pytest.param("wgan_gp", "analog", marks=pytest.mark.slow)],
 )
 def test_smoke_training_step_runs_and_updates(loss, disc):
     G = gan.SpikingGenerator(**TINY_G, neuron=cells.Neuron(threshold=0.5))
@@ -159,7 +160,7 @@ def test_minibatch_std_separates_collapsed_from_varied_groups():
         gan.minibatch_std(varied.repeat(2, axis=0), 3)
 
 
-@pytest.mark.parametrize("spiking", [True, False])
+@pytest.mark.parametrize("spiking", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_minibatch_std_discriminator_sees_group_diversity(spiking):
     # The same real images in one group, varied ones in the other: with
     # mbstd on, D's logits depend on the group's diversity, not only on each image.
@@ -236,6 +237,7 @@ def test_homeostasis_pulls_saturated_generator_neurons_into_the_band():
     assert penalties[0] > 0.01 and penalties[-1] < 0.25 * penalties[0], penalties
 
 
+@pytest.mark.slow
 def test_stability_options_step_reproducibly_and_change_the_update():
     # DiffAugment shifts, consistency regularisation and feature matching in one step.
     G = gan.SpikingGenerator(**TINY_G, neuron=cells.Neuron(threshold=0.5))

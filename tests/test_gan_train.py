@@ -67,6 +67,7 @@ def test_spiking_gan_trains_end_to_end(gan_run):
     assert saved["model"]["name"] == "gan" and saved["loss"]["name"] == "ns"
 
 
+@pytest.mark.slow
 def test_gan_resume_equals_uninterrupted(gan_run, tmp_path):
     workdir, result = gan_run
     train.train(smoke(total_steps=2), str(tmp_path))
@@ -77,6 +78,7 @@ def test_gan_resume_equals_uninterrupted(gan_run, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_sample_writes_ema_generator_images(gan_run, tmp_path):
     workdir, result = gan_run
     out = str(tmp_path / "s.npy")
@@ -122,7 +124,7 @@ def test_mode_collapse_is_flagged(tmp_path, monkeypatch, caplog):
     assert any("mode collapse" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
 
 
-@pytest.mark.parametrize("variant", ["analog+smoke", "hybrid+smoke"])
+@pytest.mark.parametrize("variant", ["analog+smoke", pytest.param("hybrid+smoke", marks=pytest.mark.slow)])
 def test_analog_and_hybrid_gans_train(tmp_path, monkeypatch, variant):
     monkeypatch.setattr(metrics_lib, "evaluate_samples", lambda s, d, **kw: {"class_entropy": 2.0})
     config = smoke(variant, total_steps=2, num_grid=0, eval_every=2, eval_num_samples=10)
@@ -136,6 +138,7 @@ def test_analog_and_hybrid_gans_train(tmp_path, monkeypatch, variant):
         assert logged[-1]["energy/macs"] == 8 * 16 + 16 * 784
 
 
+@pytest.mark.slow
 def test_gan_seed_sweep_matches_single_runs(gan_run, tmp_path):
     ref_dir, ref = gan_run
     sweep = train.train(smoke(seeds="0,1", num_grid=0), str(tmp_path / "sweep"))
@@ -178,6 +181,7 @@ def test_unknown_variant():
         gan_config.get_config(v)
 
 
+@pytest.mark.slow
 def test_latent_walk_interpolates_firing_probabilities(gan_run):
     from jaxspike.models import gan as gan_lib
 
@@ -250,6 +254,7 @@ def test_config_switches_reach_the_gan_modules():
     assert "norm_scale" in g_vars["params"]["hidden_layers_0"]
 
 
+@pytest.mark.slow
 def test_generator_can_run_its_own_number_of_steps(tmp_path):
     config = smoke(**{"model.generator.num_steps": 5, "total_steps": 2})
     generator, discriminator = gan_family.make_models(config, (28, 28, 1))

@@ -45,6 +45,7 @@ def test_train_smoke_end_to_end(trained):
     assert again.returncode == 0 and "step 4" in again.stdout, again.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_sample_writes_reproducible_images(trained, tmp_path):
     workdir, _ = trained
     out5, out3 = str(tmp_path / "s5.npy"), str(tmp_path / "sub" / "s3.npy")
@@ -129,6 +130,7 @@ def _same_npz(a, b):
             np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
 
 
+@pytest.mark.slow
 def test_stdp_smoke_with_enlarged_rstdp_set(stdp_smoke):
     tmp_path, proc = stdp_smoke
     # 200 smoke digits + 1 shifted copy + 2 distorted copies of them.
@@ -145,6 +147,7 @@ def test_stdp_smoke_with_enlarged_rstdp_set(stdp_smoke):
     assert [r["step"] for r in _rows(tmp_path / "history.jsonl")] == [3, 4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_after", [1, 3])  # inside S1/S2, and inside R-STDP (feature cache in use)
 def test_stdp_interrupted_and_resumed_equals_uninterrupted(stdp_smoke, tmp_path, stop_after):
     ref, _ = stdp_smoke
@@ -165,6 +168,7 @@ def test_stdp_interrupted_and_resumed_equals_uninterrupted(stdp_smoke, tmp_path,
         assert a[k] == b[k], k
 
 
+@pytest.mark.slow
 def test_stdp_resume_with_other_flags_is_refused(stdp_smoke, tmp_path):
     ref, _ = stdp_smoke
     shutil.copytree(ref, tmp_path / "run")
@@ -196,6 +200,7 @@ def test_stdp_sigterm_stops_cleanly(tmp_path):
 RBM_SMOKE = ("--smoke",)
 
 
+@pytest.mark.slow
 def test_rbm_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     whole = run("launch.rbm", f"--workdir={ref}", *RBM_SMOKE)

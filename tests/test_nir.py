@@ -330,7 +330,7 @@ def test_flatten_and_unflatten_move_layout_into_dense_kernels(tmp_path):
 # Whole models.
 
 
-@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("arch", [pytest.param("mlp", marks=pytest.mark.slow), "conv"])
 def test_discriminator_round_trip(arch, key, tmp_path):
     D = gan.SpikingDiscriminator(num_steps=T, arch=arch, hidden=(16, 8), channels=(4, 6), neuron=cells.Neuron(threshold=0.5))
     images = jax.random.uniform(jax.random.key(2), (B, 8, 8, 1))
@@ -347,7 +347,7 @@ def test_discriminator_round_trip(arch, key, tmp_path):
     assert any(isinstance(n, nodes.SubtractLIF) for n in graph.nodes.values())
 
 
-@pytest.mark.parametrize("arch, readout", [("mlp", "first_spike"), ("conv", "membrane")])
+@pytest.mark.parametrize("arch, readout", [("mlp", "first_spike"), pytest.param("conv", "membrane", marks=pytest.mark.slow)])
 def test_generator_round_trip_with_extension_nodes(arch, readout, key, tmp_path):
     G = gan.SpikingGenerator(
         num_steps=T,

@@ -60,6 +60,7 @@ def test_one_ecd_update_matches_hand_rule(key, lam):
     np.testing.assert_allclose(np.asarray(new.b_h - params.b_h), 0.1 * sh, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_persistent_chain_starts_the_model_phase_and_follows_the_rule(key):
     cfg = TINY
     params = rbm.init_params(key, cfg)
@@ -149,7 +150,7 @@ def test_annealed_label_drive_ends_at_the_trained_model(key):
         rbm.sample(params, key, labels, cfg, 12, 4, 3.0, 9)
 
 
-@pytest.mark.parametrize("persistent", [False, True])
+@pytest.mark.parametrize("persistent", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_short_training_reduces_reconstruction_error(key, persistent):
     cfg = rbm.RBMConfig(num_visible=16, num_hidden=12, num_labels=2, phase_steps=3, burn_in=0)
     # Two prototypes (bars) with 10% pixel noise.

@@ -79,6 +79,7 @@ def test_forward_equals_the_stdp_network_spike_for_spike():
     np.testing.assert_array_equal(np.asarray(cum), np.cumsum(np.asarray(out), axis=0))
 
 
+@pytest.mark.slow
 def test_gradient_reaches_the_pixels_and_is_finite():
     w1, w2 = _weights()
     front = stdp_frontend.STDPFrontEnd(w1, w2)
@@ -98,6 +99,7 @@ def test_gradient_reaches_the_pixels_and_is_finite():
     assert bool(jnp.all(jnp.isfinite(gg)))
 
 
+@pytest.mark.slow
 def test_generator_learns_through_the_stdp_discriminator(tmp_path):
     spec = _save_run(tmp_path / "fe", *_weights())
     G = gan.SpikingGenerator(num_steps=4, noise_dim=16, hidden=(32,), neuron=cells.Neuron(threshold=0.5))
@@ -121,6 +123,7 @@ def test_generator_learns_through_the_stdp_discriminator(tmp_path):
     np.testing.assert_array_equal(local_stdp.load_frontend(spec).w1, _weights()[0].astype(np.float32))
 
 
+@pytest.mark.slow
 def test_vae_encoder_reads_frozen_features(tmp_path):
     spec = _save_run(tmp_path / "fe", *_weights())
     front = local_stdp.load_frontend(spec)

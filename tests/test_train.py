@@ -145,6 +145,7 @@ def test_learning_rate_decay_is_constant_then_linear_to_zero():
     np.testing.assert_allclose(rates, [0.5] * 7 + [0.375, 0.25, 0.125, 0.0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_learning_rate_decay(tmp_path):
     config = smoke(**{"optimizer.lr_decay_from": 0.25})
     whole = train.train(config, str(tmp_path / "whole"))
@@ -391,6 +392,7 @@ def test_analog_twin_trains_through_the_same_loop(tmp_path):
     assert float(aux["analog"]["macs"][0]) == 8 * 16 + 16 * 784
 
 
+@pytest.mark.slow
 def test_relaxed_temperature_follows_its_schedule(monkeypatch):
     assert float(vae_family.annealed(1.0, 0.25, 100, 0)) == pytest.approx(1.0)
     assert float(vae_family.annealed(1.0, 0.25, 100, 50)) == pytest.approx(0.5)
@@ -414,7 +416,7 @@ def test_relaxed_temperature_follows_its_schedule(monkeypatch):
     np.testing.assert_allclose(seen, [start, start * (end / start) ** (1000 / steps), end], rtol=1e-6)
 
 
-@pytest.mark.parametrize("variant", ["mnist", "celeb_a"])
+@pytest.mark.parametrize("variant", ["mnist", pytest.param("celeb_a", marks=pytest.mark.slow)])
 def test_tfds_variant_trains_on_mock_data(tmp_path, variant):
     """The full-data configs run the real TFDS loading code (here on tfds' mock data)."""
     tfds = pytest.importorskip("tensorflow_datasets")

@@ -24,10 +24,11 @@ def _images(n=16, seed=0):
 
 
 @pytest.mark.parametrize("kw", [
-    dict(prior="mixture"),  # the config default's prior
+    pytest.param(dict(prior="mixture"), marks=pytest.mark.slow),  # the config default's prior
     dict(coding="latency", estimator="relaxed", readout="rate"),
-    dict(estimator="autoregressive", prior="autoregressive", readout="first_spike"),
-    dict(arch="conv", estimator="straight_through"),
+    pytest.param(dict(estimator="autoregressive", prior="autoregressive", readout="first_spike"),
+                 marks=pytest.mark.slow),
+    pytest.param(dict(arch="conv", estimator="straight_through"), marks=pytest.mark.slow),
 ])
 def test_loss_falls_on_tiny_subset(kw):
     model = vae.SpikingVAE(**TINY, **{"neuron": cells.Neuron(threshold=0.5), **kw})
@@ -93,6 +94,7 @@ def test_estimator_gradient_points_uphill(estimator):
     assert float(jnp.sum(g)) > 0
 
 
+@pytest.mark.slow
 def test_prior_sampling_reproducible_from_key():
     for prior in vae.PRIORS:
         model = vae.SpikingVAE(**TINY, prior=prior)
@@ -148,6 +150,7 @@ def test_bad_configs_give_clear_errors():
             jax.random.key(0), jnp.zeros((1, 30, 30, 1)), jax.random.key(1))
 
 
+@pytest.mark.slow
 def test_free_bits_clamp_per_unit_kl_and_leave_the_elbo_alone():
     model = vae.SpikingVAE(**TINY)
     x = _images(8)
@@ -235,6 +238,7 @@ def test_uniform_rate_kl_matches_exact_kl_on_enumerated_trains():
         losses.uniform_rate_kl_per_unit(qs, z[:2])
 
 
+@pytest.mark.slow
 def test_uniform_rate_prior_draws_one_rate_per_sample_and_trains():
     model = vae.SpikingVAE(**{**TINY, "num_steps": 16}, prior="uniform_rate", neuron=cells.Neuron(threshold=0.5))
     x = _images(8)
