@@ -38,7 +38,7 @@ energy model needs, gathered in the same pass:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -56,6 +56,8 @@ __all__ = [
     "SpikingConv",
     "SpikingConvTranspose",
     "DenseReadout",
+    "CONV_IMPLS",
+    "conv_impl_for_backend",
     "READOUT_MODES",
 ]
 
@@ -66,6 +68,8 @@ READOUT_MODES = ("mean", "last", "max", "sequence")
 HOIST_BELOW_ROWS = 64
 # ... and layers whose [T, B, N] currents fit in this many bytes are hoisted too.
 HOIST_MAX_BYTES = 8 * 2**20
+# GEMM convolutions run over chunks of images whose patches take about this many bytes.
+GEMM_CHUNK_BYTES = 2**20
 
 
 def scan_time(
@@ -322,22 +326,281 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+# --- convolution as patches + GEMM -------------------------------------------
+#
+# Both synapses are one ``lax.conv_general_dilated``: a convolution slides its
+# window with stride s over the padded input; a transposed convolution
+# (``lax.conv_transpose``, kernel not flipped) slides it with stride 1 over the
+# input dilated by s (s - 1 zeros between pixels) and padded. XLA:CPU runs
+# the native forms, above all the transposed one and every backward pass
+# (backward-filter, backward-input), at a small fraction of its GEMM speed
+# (``bench/conv_layer.py``); these functions run them as GEMMs instead, with
+# the gradients left to autodiff (a dot's transpose is two GEMMs, a patch
+# extraction's is an overlap-add).
+
+
+class _ConvAxis(NamedTuple):
+    """One spatial axis of a (transposed) convolution, padding resolved.
+
+    ``stride`` is the window stride of a convolution, the input dilation of a
+    transposed one; ``pad`` pads the (dilated) input, as ``lax`` does.
+    """
+
+    size: int
+    kernel: int
+    stride: int
+    pad: tuple[int, int]
+    transposed: bool
+
+    @property
+    def out(self) -> int:
+        if self.transposed:
+            return (self.size - 1) * self.stride + 1 + sum(self.pad) - self.kernel + 1
+        return (self.size + sum(self.pad) - self.kernel) // self.stride + 1
+
+
+def _transpose_pad(kernel: int, stride: int, padding: str) -> tuple[int, int]:
+    """The dilated input's padding ``lax.conv_transpose`` uses for "SAME"/"VALID"."""
+    if padding == "SAME":
+        total = kernel + stride - 2
+        before = kernel - 1 if stride > kernel - 1 else -(-total // 2)
+    elif padding == "VALID":
+        total = kernel + stride - 2 + max(kernel - stride, 0)
+        before = kernel - 1
+    else:
+        raise ValueError(f"padding must be 'SAME', 'VALID' or a ((lo, hi), (lo, hi)) sequence, got {padding!r}")
+    return before, total - before
+
+
+def _conv_axes(in_hw, kernel_hw, strides, padding, transposed: bool) -> tuple[_ConvAxis, _ConvAxis]:
+    """The two spatial axes of a layer's synapse; explicit padding is taken as ``lax`` takes it."""
+    strides = _pair(strides)
+    if isinstance(padding, str):
+        if transposed:
+            pads = [_transpose_pad(k, s, padding) for k, s in zip(kernel_hw, strides)]
+        else:
+            if padding not in ("SAME", "VALID"):
+                raise ValueError(f"padding must be 'SAME', 'VALID' or a ((lo, hi), (lo, hi)) sequence, got {padding!r}")
+            pads = jax.lax.padtype_to_pads(in_hw, kernel_hw, strides, padding)
+    else:
+        pads = [tuple(int(v) for v in p) for p in padding]
+        if len(pads) != 2 or any(len(p) != 2 for p in pads):
+            raise ValueError(f"explicit padding must be ((lo, hi), (lo, hi)), got {padding!r}")
+    axes = tuple(
+        _ConvAxis(int(n), int(k), int(s), (int(p[0]), int(p[1])), transposed)
+        for n, k, s, p in zip(in_hw, kernel_hw, strides, pads)
+    )
+    if any(a.out < 1 for a in axes):
+        raise ValueError(f"the convolution leaves no output: input {tuple(in_hw)}, kernel {tuple(kernel_hw)}, "
+                         f"strides {strides}, padding {padding!r}")
+    return axes
+
+
+def _fanout(axis: _ConvAxis) -> np.ndarray:
+    """``[size]``: outputs along one axis whose window reads each input position.
+
+    A convolution's synapses factor over the two axes, so the synapses an
+    input pixel drives (per output channel) are the outer product of the two
+    axes' fanouts: exact for any padding and stride, and data-independent.
+    """
+    s_window, s_input = (1, axis.stride) if axis.transposed else (axis.stride, 1)
+    pos = np.arange(axis.out)[:, None] * s_window + np.arange(axis.kernel)[None, :] - axis.pad[0]
+    src = pos // s_input
+    hit = (pos % s_input == 0) & (src >= 0) & (src < axis.size)
+    return np.bincount(src[hit], minlength=axis.size).astype(np.float64)
+
+
+def _pad_hw(x: Array, pads) -> Array:
+    """Zero-pads (negative: crops) the two spatial axes of ``[N, H, W, C]``."""
+    config = ((0, 0, 0), (pads[0][0], pads[0][1], 0), (pads[1][0], pads[1][1], 0), (0, 0, 0))
+    return jax.lax.pad(x, jnp.zeros((), x.dtype), config)
+
+
+def _patches(x: Array, window: tuple[int, int], strides: tuple[int, int], pads, out_hw) -> Array:
+    """``[N, H, W, C]`` -> ``[N, H', W', kh*kw*C]``, features ordered (row, column, channel).
+
+    The order of an HWIO kernel reshaped to ``[kh*kw*C, O]``, so a
+    convolution is ``patches @ kernel.reshape(-1, O)``.
+    """
+    xp = _pad_hw(x, pads)
+    (kh, kw), (sh, sw), (ho, wo) = window, strides, out_hw
+    n, c = x.shape[0], x.shape[-1]
+    taps = [
+        jax.lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+
+
+def _matmul_last(x: Array, w: Array) -> Array:
+    """``[..., K] @ [K, M]`` as one GEMM over all leading axes."""
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + w.shape[-1:])
+
+
+def _in_chunks(fn: Callable[[Array], Array], x: Array, floats_per_image: int) -> Array:
+    """``fn`` (image-wise) over ``x [N, ...]`` in chunks of images whose patches stay in cache.
+
+    A layer's patches are ``kh*kw`` times its input; built for all rows at
+    once they stream through memory twice (written, read by the GEMM) and
+    again in the backward pass, at several times the GEMM's own cost on
+    XLA:CPU. Chunks of :data:`GEMM_CHUNK_BYTES` make every patch copy and
+    GEMM operand cache-resident; the chunk's forward is rematerialised in the
+    backward pass (``jax.checkpoint``), so no patches are stored.
+    """
+    n = x.shape[0]
+    per = max(1, GEMM_CHUNK_BYTES // max(1, floats_per_image * x.dtype.itemsize))
+    if per >= n:
+        return fn(x)
+    full = (n // per) * per
+    body = jax.checkpoint(fn)
+    head = jax.lax.map(body, x[:full].reshape((n // per, per) + x.shape[1:]))
+    head = head.reshape((full,) + head.shape[2:])
+    if full == n:
+        return head
+    return jnp.concatenate([head, body(x[full:])], axis=0)
+
+
+def _conv_gemm(x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis]) -> Array:
+    """Convolution ``[N, H, W, I]`` x HWIO kernel -> ``[N, H', W', O]``: patches @ kernel."""
+    kh, kw, c_in, c_out = kernel.shape
+    strides, pads, out_hw = tuple(a.stride for a in axes), [a.pad for a in axes], [a.out for a in axes]
+    w = kernel.reshape(kh * kw * c_in, c_out)
+
+    def block(xc):
+        return _matmul_last(_patches(xc, (kh, kw), strides, pads, out_hw), w)
+
+    return _in_chunks(block, x, out_hw[0] * out_hw[1] * (kh * kw * c_in + c_out))
+
+
+class _Phases(NamedTuple):
+    """Sub-pixel plan of one axis of a transposed convolution.
+
+    Output ``o = s a + r`` (phase ``r``) reads inputs ``a + offset[r] + m`` with
+    kernel taps ``taps[r][m]``, ``m < n``; taps past the kernel are zero.
+    """
+
+    n: int  # taps per phase
+    count: int  # outputs per phase (the last phases may need one less)
+    offset: tuple[int, ...]  # per phase, into the patch grid
+    taps: np.ndarray  # [s, n]
+    pad: tuple[int, int]  # of the input, for the patch grid
+    positions: int  # patch grid length
+
+
+def _phases(axis: _ConvAxis) -> _Phases:
+    s, k, before = axis.stride, axis.kernel, axis.pad[0]
+    n, count = -(-k // s), -(-axis.out // s)
+    first = [(before - r) % s for r in range(s)]
+    start = [(r + first[r] - before) // s for r in range(s)]
+    lo, hi = min(start), max(start)
+    taps = np.array([[min(first[r] + s * m, k) for m in range(n)] for r in range(s)])  # k: the zero tap
+    return _Phases(n, count, tuple(v - lo for v in start), taps, (-lo, hi + count + n - 1 - axis.size), count + hi - lo)
+
+
+def _conv_transpose_subpixel(x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis]) -> Array:
+    """Transposed convolution as one stride-1 patch GEMM for all output phases, then depth-to-space.
+
+    A stride-s transposed convolution is s*s stride-1 convolutions of the
+    undilated input, one per output phase ``(o_h mod s, o_w mod s)``, each with
+    the kernel taps of that phase (Shi et al. 2016, "Real-time single image and
+    video super-resolution using an efficient sub-pixel convolutional neural
+    network"). Every phase reads an ``n x n`` window (``n = ceil(k / s)``) of
+    the same patch grid, shifted by at most a pixel, so one patch extraction
+    and one GEMM with ``s*s*O`` columns serve all phases; no multiplication by
+    the dilation's zeros.
+    """
+    kh, kw, c_in, c_out = kernel.shape
+    ph, pw = (_phases(a) for a in axes)
+    cols = _patches(x, (ph.n, pw.n), (1, 1), (ph.pad, pw.pad), (ph.positions, pw.positions))
+    zero_tap = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+    sub = zero_tap[ph.taps][:, :, pw.taps]  # [s_h, n_h, s_w, n_w, I, O]
+    w = sub.transpose(1, 3, 4, 0, 2, 5).reshape(ph.n * pw.n * c_in, -1)
+    out = _matmul_last(cols, w).reshape(cols.shape[:3] + (axes[0].stride, axes[1].stride, c_out))
+    rows = jnp.stack([out[:, o : o + ph.count, :, r] for r, o in enumerate(ph.offset)], axis=2)
+    grid = jnp.stack([rows[:, :, :, o : o + pw.count, q] for q, o in enumerate(pw.offset)], axis=4)
+    n = x.shape[0]
+    grid = grid.reshape(n, ph.count * axes[0].stride, pw.count * axes[1].stride, c_out)
+    return grid[:, : axes[0].out, : axes[1].out]
+
+
+def _conv_transpose_overlap_add(x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis]) -> Array:
+    """Transposed convolution as its adjoint's GEMM: each input pixel's ``kh*kw*O`` products, overlap-added.
+
+    Input pixel ``i`` adds ``x_i K[k]`` to output ``s i + pad_before - k``.
+    Cheaper than the sub-pixel form when ``kh*kw*O`` is small next to the
+    patch width ``n*n*I`` (an image layer with one or three channels).
+    """
+    kh, kw, c_in, c_out = kernel.shape
+    cols = _matmul_last(x, kernel.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out))
+    cols = cols.reshape(cols.shape[:3] + (kh, kw, c_out))
+    (ah, aw), (h, w) = axes, x.shape[1:3]
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            lo_h, lo_w = ah.pad[0] - i, aw.pad[0] - j
+            config = (
+                (0, 0, 0),
+                (lo_h, ah.out - lo_h - (h - 1) * ah.stride - 1, ah.stride - 1),
+                (lo_w, aw.out - lo_w - (w - 1) * aw.stride - 1, aw.stride - 1),
+                (0, 0, 0),
+            )
+            term = jax.lax.pad(cols[:, :, :, i, j], jnp.zeros((), cols.dtype), config)
+            out = term if out is None else out + term
+    return out
+
+
+def _conv_transpose_gemm(x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis]) -> Array:
+    """Transposed convolution as GEMMs, by whichever form moves fewer floats per input pixel."""
+    kh, kw, c_in, c_out = kernel.shape
+    window = _phases(axes[0]).n * _phases(axes[1]).n
+    h, w = x.shape[1:3]
+    if kh * kw * c_out < window * c_in:
+        return _in_chunks(lambda xc: _conv_transpose_overlap_add(xc, kernel, axes), x, h * w * kh * kw * c_out)
+    per_image = (h + 1) * (w + 1) * (window * c_in + axes[0].stride * axes[1].stride * c_out)
+    return _in_chunks(lambda xc: _conv_transpose_subpixel(xc, kernel, axes), x, per_image)
+
+
+CONV_IMPLS = ("auto", "gemm", "native")
+
+
+def conv_impl_for_backend(backend: str | None = None) -> str:
+    """What ``conv_impl="auto"`` runs on ``backend`` (default: JAX's default backend).
+
+    XLA:CPU's convolutions are slow next to its GEMMs (``bench/conv_layer.py``):
+    patches + GEMM there; the native convolution on GPU and TPU, whose
+    convolution kernels are at least as fast as their GEMMs.
+    """
+    return "gemm" if (backend or jax.default_backend()) == "cpu" else "native"
+
+
 class SpikingConv(_SpikingLayer):
     """2-D convolution synapse + spiking cell, NHWC.
 
     Input ``[T, B, H, W, C_in]``, output ``[T, B, H', W', features]``.
+    Kernel HWIO ``[kh, kw, C_in, features]``; ``padding`` is "SAME", "VALID"
+    or explicit ``((lo, hi), (lo, hi))``, as in ``lax.conv_general_dilated``.
+
+    ``conv_impl`` picks how the synapse runs, with the same spikes up to
+    summation order: ``"native"`` (``lax.conv_general_dilated``), ``"gemm"``
+    (patches + GEMM) or ``"auto"`` (:func:`conv_impl_for_backend`: GEMM on
+    CPU, native elsewhere).
     """
 
     kernel_size: int | Sequence[int] = 3
     strides: int | Sequence[int] = 1
     padding: str | Sequence[tuple[int, int]] = "SAME"
+    conv_impl: str = "auto"
 
     feature_ndim = 3
     _axes_doc = "H, W, C"
+    _transposed = False
 
     def _synapse_params(self, in_shape):
         if self.features < 1:
             raise ValueError(f"{type(self).__name__} needs features >= 1, got {self.features}")
+        if self.conv_impl not in CONV_IMPLS:
+            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}")
         self._check_in_features(in_shape, 2)
         kh, kw = _pair(self.kernel_size)
         p = {"kernel": self.param("kernel", self.kernel_init, (kh, kw, in_shape[-1], self.features))}
@@ -345,7 +608,10 @@ class SpikingConv(_SpikingLayer):
             p["bias"] = self.param("bias", self.bias_init, (self.features,))
         return p
 
-    def _conv(self, x, kernel):
+    def _axes(self, in_hw, kernel_hw) -> tuple[_ConvAxis, _ConvAxis]:
+        return _conv_axes(in_hw, kernel_hw, self.strides, self.padding, self._transposed)
+
+    def _native(self, x, kernel):
         return jax.lax.conv_general_dilated(
             x,
             kernel,
@@ -354,26 +620,37 @@ class SpikingConv(_SpikingLayer):
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
 
+    def _conv(self, x, kernel):
+        impl = conv_impl_for_backend() if self.conv_impl == "auto" else self.conv_impl
+        if impl == "native":
+            return self._native(x, kernel)
+        axes = self._axes(x.shape[1:3], kernel.shape[:2])
+        return (_conv_transpose_gemm if self._transposed else _conv_gemm)(x, kernel, axes)
+
     def _synapse(self, params, x):
         y = self._conv(x, params["kernel"])
         return y + params["bias"] if "bias" in params else y
 
     def _event_fanout(self, events, params):
-        # Each event reaches every output position whose window covers it, in
-        # all output channels: convolve the event map with a ones kernel.
-        kh, kw = params["kernel"].shape[:2]
-        ones = jnp.ones((kh, kw, 1, 1), events.dtype)
-        reach = self._conv(jnp.sum(events, axis=-1, keepdims=True), ones)
-        return jnp.sum(reach, axis=(1, 2, 3)) * self.features
+        # Each event drives, in all output channels, every output whose window
+        # covers it: a fixed per-position count (_fanout), no convolution.
+        fan_h, fan_w = (_fanout(a) for a in self._axes(events.shape[1:3], params["kernel"].shape[:2]))
+        reach = jnp.asarray(np.outer(fan_h, fan_w), events.dtype)
+        return jnp.einsum("bhwc,hw->b", events, reach) * self.features
 
 
 class SpikingConvTranspose(SpikingConv):
     """2-D transposed convolution synapse + spiking cell (decoders, generators).
 
-    Upsamples by ``strides``; input ``[T, B, H, W, C_in]``.
+    Upsamples by ``strides``; input ``[T, B, H, W, C_in]``. The synapse is
+    ``lax.conv_transpose`` (kernel not flipped; explicit ``padding`` pads the
+    dilated input, as there); ``conv_impl="gemm"`` runs it as one sub-pixel
+    patch GEMM or as its adjoint's GEMM plus an overlap-add.
     """
 
-    def _conv(self, x, kernel):
+    _transposed = True
+
+    def _native(self, x, kernel):
         return jax.lax.conv_transpose(
             x,
             kernel,
