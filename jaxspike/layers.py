@@ -438,39 +438,96 @@ def _matmul_last(x: Array, w: Array) -> Array:
     return (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + w.shape[-1:])
 
 
-def _in_chunks(fn: Callable[[Array], Array], x: Array, floats_per_image: int) -> Array:
-    """``fn`` (image-wise) over ``x [N, ...]`` in chunks of images whose patches stay in cache.
+def _chunk_size(n: int, floats_per_image: int, itemsize: int) -> int:
+    """Images per chunk: about :data:`GEMM_CHUNK_BYTES` of patches, dividing ``n`` where that costs little."""
+    most = max(1, GEMM_CHUNK_BYTES // max(1, floats_per_image * itemsize))
+    if most >= n:
+        return n
+    # A size dividing n spares appending the remainder's output (a copy of the whole output).
+    return next((d for d in range(most, (most + 1) // 2 - 1, -1) if n % d == 0), most)
+
+
+def _chunked(block: Callable[..., Array], x: Array, weights: tuple[Array, ...], floats_per_image: int) -> Array:
+    """``block(x, *weights)``, linear in each argument, over chunks of the images of ``x [N, ...]``.
 
     A layer's patches are ``kh*kw`` times its input; built for all rows at
-    once they stream through memory twice (written, read by the GEMM) and
-    again in the backward pass, at several times the GEMM's own cost on
-    XLA:CPU. Chunks of :data:`GEMM_CHUNK_BYTES` make every patch copy and
-    GEMM operand cache-resident; the chunk's forward is rematerialised in the
-    backward pass (``jax.checkpoint``), so no patches are stored.
+    once they stream through memory twice (written, then read by the GEMM)
+    and again in the backward pass, at several times the GEMM's own cost on
+    XLA:CPU. In chunks of about :data:`GEMM_CHUNK_BYTES` every patch copy and
+    GEMM operand stays in cache. The backward pass is written out
+    (``custom_vjp``) as one loop over the same chunks: each chunk's patches
+    are rebuilt in cache and give its input gradient and its share of the
+    weight gradients, so the only residual is the input itself (inside a
+    scan over time, the scan's own input: nothing is stacked).
     """
     n = x.shape[0]
-    per = max(1, GEMM_CHUNK_BYTES // max(1, floats_per_image * x.dtype.itemsize))
-    if per >= n:
-        return fn(x)
-    full = (n // per) * per
-    body = jax.checkpoint(fn)
-    head = jax.lax.map(body, x[:full].reshape((n // per, per) + x.shape[1:]))
-    head = head.reshape((full,) + head.shape[2:])
-    if full == n:
-        return head
-    return jnp.concatenate([head, body(x[full:])], axis=0)
+    per = _chunk_size(n, floats_per_image, x.dtype.itemsize)
+    groups, full = n // per, (n // per) * per
+    whole = groups == 1 and full == n
+
+    def split(a):  # [n, ...] -> [groups, per, ...], [n - full, ...]
+        return a[:full].reshape((groups, per) + a.shape[1:]), a[full:]
+
+    def join(head, tail):
+        head = head.reshape((full,) + head.shape[2:])
+        return head if tail is None else jnp.concatenate([head, tail], axis=0)
+
+    def forward(x, weights):
+        if whole:
+            return block(x, *weights)
+        head, tail = split(x)
+        return join(jax.lax.map(lambda xc: block(xc, *weights), head), block(tail, *weights) if full < n else None)
+
+    def chunk_vjp(xc, ct_c, weights):
+        return jax.vjp(block, xc, *weights)[1](ct_c)  # the primal output is unused: dead code
+
+    @jax.custom_vjp
+    def op(x, weights):
+        return forward(x, weights)
+
+    def op_fwd(x, weights):
+        return forward(x, weights), (x, weights)
+
+    def op_bwd(res, ct):
+        x, weights = res
+        if whole:
+            dx, *dws = chunk_vjp(x, ct, weights)
+            return dx, tuple(dws)
+
+        def body(acc, args):
+            dx_c, *dws = chunk_vjp(*args, weights)
+            return tuple(a + d for a, d in zip(acc, dws)), dx_c
+
+        (x_head, x_tail), (ct_head, ct_tail) = split(x), split(ct)
+        dws, dx_head = jax.lax.scan(body, tuple(jnp.zeros_like(w) for w in weights), (x_head, ct_head))
+        dx_tail = None
+        if full < n:
+            dx_tail, *dws_tail = chunk_vjp(x_tail, ct_tail, weights)
+            dws = tuple(a + d for a, d in zip(dws, dws_tail))
+        return join(dx_head, dx_tail), dws
+
+    op.defvjp(op_fwd, op_bwd)
+    return op(x, tuple(weights))
 
 
-def _conv_gemm(x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis]) -> Array:
-    """Convolution ``[N, H, W, I]`` x HWIO kernel -> ``[N, H', W', O]``: patches @ kernel."""
+def _bias_args(bias: Array | None) -> tuple[Array, ...]:
+    return () if bias is None else (bias,)
+
+
+def _plus_bias(y: Array, *bias: Array) -> Array:
+    return y + bias[0] if bias else y
+
+
+def _conv_gemm(x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis], bias: Array | None = None) -> Array:
+    """Convolution ``[N, H, W, I]`` x HWIO kernel (+ bias) -> ``[N, H', W', O]``: patches @ kernel."""
     kh, kw, c_in, c_out = kernel.shape
     strides, pads, out_hw = tuple(a.stride for a in axes), [a.pad for a in axes], [a.out for a in axes]
+
+    def block(xc, w, *b):
+        return _plus_bias(_matmul_last(_patches(xc, (kh, kw), strides, pads, out_hw), w), *b)
+
     w = kernel.reshape(kh * kw * c_in, c_out)
-
-    def block(xc):
-        return _matmul_last(_patches(xc, (kh, kw), strides, pads, out_hw), w)
-
-    return _in_chunks(block, x, out_hw[0] * out_hw[1] * (kh * kw * c_in + c_out))
+    return _chunked(block, x, (w,) + _bias_args(bias), out_hw[0] * out_hw[1] * (kh * kw * c_in + c_out))
 
 
 class _Phases(NamedTuple):
@@ -498,7 +555,16 @@ def _phases(axis: _ConvAxis) -> _Phases:
     return _Phases(n, count, tuple(v - lo for v in start), taps, (-lo, hi + count + n - 1 - axis.size), count + hi - lo)
 
 
-def _conv_transpose_subpixel(x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis]) -> Array:
+def _subpixel_kernel(kernel: Array, ph: _Phases, pw: _Phases) -> Array:
+    """HWIO kernel -> ``[n_h*n_w*I, s_h*s_w*O]``: each output phase's taps, side by side."""
+    zero_tap = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+    sub = zero_tap[ph.taps][:, :, pw.taps]  # [s_h, n_h, s_w, n_w, I, O]
+    return sub.transpose(1, 3, 4, 0, 2, 5).reshape(ph.n * pw.n * kernel.shape[2], -1)
+
+
+def _conv_transpose_subpixel(
+    x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis], bias: Array | None = None
+) -> Array:
     """Transposed convolution as one stride-1 patch GEMM for all output phases, then depth-to-space.
 
     A stride-s transposed convolution is s*s stride-1 convolutions of the
@@ -510,21 +576,24 @@ def _conv_transpose_subpixel(x: Array, kernel: Array, axes: tuple[_ConvAxis, _Co
     and one GEMM with ``s*s*O`` columns serve all phases; no multiplication by
     the dilation's zeros.
     """
-    kh, kw, c_in, c_out = kernel.shape
-    ph, pw = (_phases(a) for a in axes)
-    cols = _patches(x, (ph.n, pw.n), (1, 1), (ph.pad, pw.pad), (ph.positions, pw.positions))
-    zero_tap = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
-    sub = zero_tap[ph.taps][:, :, pw.taps]  # [s_h, n_h, s_w, n_w, I, O]
-    w = sub.transpose(1, 3, 4, 0, 2, 5).reshape(ph.n * pw.n * c_in, -1)
-    out = _matmul_last(cols, w).reshape(cols.shape[:3] + (axes[0].stride, axes[1].stride, c_out))
-    rows = jnp.stack([out[:, o : o + ph.count, :, r] for r, o in enumerate(ph.offset)], axis=2)
-    grid = jnp.stack([rows[:, :, :, o : o + pw.count, q] for q, o in enumerate(pw.offset)], axis=4)
-    n = x.shape[0]
-    grid = grid.reshape(n, ph.count * axes[0].stride, pw.count * axes[1].stride, c_out)
-    return grid[:, : axes[0].out, : axes[1].out]
+    ph, pw = _phases(axes[0]), _phases(axes[1])
+    (s_h, s_w), c_out = (axes[0].stride, axes[1].stride), kernel.shape[3]
+
+    def block(xc, w, *b):
+        cols = _patches(xc, (ph.n, pw.n), (1, 1), (ph.pad, pw.pad), (ph.positions, pw.positions))
+        out = _matmul_last(cols, w).reshape(cols.shape[:3] + (s_h, s_w, c_out))
+        rows = jnp.stack([out[:, o : o + ph.count, :, r] for r, o in enumerate(ph.offset)], axis=2)
+        grid = jnp.stack([rows[:, :, :, o : o + pw.count, q] for q, o in enumerate(pw.offset)], axis=4)
+        grid = grid.reshape(xc.shape[0], ph.count * s_h, pw.count * s_w, c_out)
+        return _plus_bias(grid[:, : axes[0].out, : axes[1].out], *b)
+
+    w = _subpixel_kernel(kernel, ph, pw)
+    return _chunked(block, x, (w,) + _bias_args(bias), ph.positions * pw.positions * (w.shape[0] + w.shape[1]))
 
 
-def _conv_transpose_overlap_add(x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis]) -> Array:
+def _conv_transpose_overlap_add(
+    x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis], bias: Array | None = None
+) -> Array:
     """Transposed convolution as its adjoint's GEMM: each input pixel's ``kh*kw*O`` products, overlap-added.
 
     Input pixel ``i`` adds ``x_i K[k]`` to output ``s i + pad_before - k``.
@@ -532,33 +601,36 @@ def _conv_transpose_overlap_add(x: Array, kernel: Array, axes: tuple[_ConvAxis, 
     patch width ``n*n*I`` (an image layer with one or three channels).
     """
     kh, kw, c_in, c_out = kernel.shape
-    cols = _matmul_last(x, kernel.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out))
-    cols = cols.reshape(cols.shape[:3] + (kh, kw, c_out))
-    (ah, aw), (h, w) = axes, x.shape[1:3]
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            lo_h, lo_w = ah.pad[0] - i, aw.pad[0] - j
-            config = (
-                (0, 0, 0),
-                (lo_h, ah.out - lo_h - (h - 1) * ah.stride - 1, ah.stride - 1),
-                (lo_w, aw.out - lo_w - (w - 1) * aw.stride - 1, aw.stride - 1),
-                (0, 0, 0),
-            )
-            term = jax.lax.pad(cols[:, :, :, i, j], jnp.zeros((), cols.dtype), config)
-            out = term if out is None else out + term
-    return out
+    (ah, aw), (h, wd) = axes, x.shape[1:3]
+
+    def block(xc, w, *b):
+        cols = _matmul_last(xc, w).reshape(xc.shape[:3] + (kh, kw, c_out))
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                lo_h, lo_w = ah.pad[0] - i, aw.pad[0] - j
+                config = (
+                    (0, 0, 0),
+                    (lo_h, ah.out - lo_h - (h - 1) * ah.stride - 1, ah.stride - 1),
+                    (lo_w, aw.out - lo_w - (wd - 1) * aw.stride - 1, aw.stride - 1),
+                    (0, 0, 0),
+                )
+                term = jax.lax.pad(cols[:, :, :, i, j], jnp.zeros((), cols.dtype), config)
+                out = term if out is None else out + term
+        return _plus_bias(out, *b)
+
+    w = kernel.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out)
+    return _chunked(block, x, (w,) + _bias_args(bias), h * wd * kh * kw * c_out + ah.out * aw.out * c_out)
 
 
-def _conv_transpose_gemm(x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis]) -> Array:
-    """Transposed convolution as GEMMs, by whichever form moves fewer floats per input pixel."""
+def _conv_transpose_gemm(
+    x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis], bias: Array | None = None
+) -> Array:
+    """Transposed convolution (+ bias) as GEMMs, by whichever form moves fewer floats per input pixel."""
     kh, kw, c_in, c_out = kernel.shape
-    window = _phases(axes[0]).n * _phases(axes[1]).n
-    h, w = x.shape[1:3]
-    if kh * kw * c_out < window * c_in:
-        return _in_chunks(lambda xc: _conv_transpose_overlap_add(xc, kernel, axes), x, h * w * kh * kw * c_out)
-    per_image = (h + 1) * (w + 1) * (window * c_in + axes[0].stride * axes[1].stride * c_out)
-    return _in_chunks(lambda xc: _conv_transpose_subpixel(xc, kernel, axes), x, per_image)
+    if kh * kw * c_out < _phases(axes[0]).n * _phases(axes[1]).n * c_in:
+        return _conv_transpose_overlap_add(x, kernel, axes, bias)
+    return _conv_transpose_subpixel(x, kernel, axes, bias)
 
 
 CONV_IMPLS = ("auto", "gemm", "native")
@@ -620,16 +692,16 @@ class SpikingConv(_SpikingLayer):
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
 
-    def _conv(self, x, kernel):
+    def _conv(self, x, kernel, bias=None):
         impl = conv_impl_for_backend() if self.conv_impl == "auto" else self.conv_impl
         if impl == "native":
-            return self._native(x, kernel)
+            y = self._native(x, kernel)
+            return y if bias is None else y + bias
         axes = self._axes(x.shape[1:3], kernel.shape[:2])
-        return (_conv_transpose_gemm if self._transposed else _conv_gemm)(x, kernel, axes)
+        return (_conv_transpose_gemm if self._transposed else _conv_gemm)(x, kernel, axes, bias)
 
     def _synapse(self, params, x):
-        y = self._conv(x, params["kernel"])
-        return y + params["bias"] if "bias" in params else y
+        return self._conv(x, params["kernel"], params.get("bias"))
 
     def _event_fanout(self, events, params):
         # Each event drives, in all output channels, every output whose window
