@@ -23,6 +23,12 @@ behind this). ``rate_grad=theta > 0`` keeps the spikes but backpropagates
 through the layer's firing-rate map instead of the per-step surrogate
 (:meth:`_SpikingLayer._rate_gradient`).
 
+Convolution synapses run as XLA's own convolution or as patches + GEMM
+(``conv_impl``; the default picks GEMM on CPU, where XLA's convolutions,
+above all the transposed ones and every backward pass, run at a fraction of
+its GEMM speed; ``bench/conv_layer.py``). Both give the same spikes up to the
+summation order of each current.
+
 Each layer returns ``(outputs, aux)``. ``aux`` holds per-example counts the
 energy model needs, gathered in the same pass:
 
@@ -334,9 +340,9 @@ def _pair(v) -> tuple[int, int]:
 # input dilated by s (s - 1 zeros between pixels) and padded. XLA:CPU runs
 # the native forms, above all the transposed one and every backward pass
 # (backward-filter, backward-input), at a small fraction of its GEMM speed
-# (``bench/conv_layer.py``); these functions run them as GEMMs instead, with
-# the gradients left to autodiff (a dot's transpose is two GEMMs, a patch
-# extraction's is an overlap-add).
+# (``bench/conv_layer.py``); these functions run them as GEMMs over chunks
+# of images that stay in cache, forward and backward (a GEMM's transpose is
+# two GEMMs, a patch extraction's is an overlap-add).
 
 
 class _ConvAxis(NamedTuple):
