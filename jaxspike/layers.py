@@ -454,7 +454,7 @@ def _chunk_size(n: int, floats_per_image: int, itemsize: int) -> int:
 
 
 def _chunked(block: Callable[..., Array], x: Array, weights: tuple[Array, ...], floats_per_image: int) -> Array:
-    """``block(x, *weights)``, linear in each argument, over chunks of the images of ``x [N, ...]``.
+    """``block(x, *weights)`` over chunks of the images of ``x [N, ...]`` (``block`` treats images independently).
 
     A layer's patches are ``kh*kw`` times its input; built for all rows at
     once they stream through memory twice (written, then read by the GEMM)
