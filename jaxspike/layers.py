@@ -24,9 +24,10 @@ through the layer's firing-rate map instead of the per-step surrogate
 (:meth:`_SpikingLayer._rate_gradient`).
 
 Convolution synapses run as XLA's own convolution or as patches + GEMM
-(``conv_impl``; the default picks GEMM on CPU, where XLA's convolutions,
-above all the transposed ones and every backward pass, run at a fraction of
-its GEMM speed; ``bench/conv_layer.py``). Both give the same spikes up to the
+(``conv_impl``; the default on CPU runs every backward pass and the
+transposed convolution's forward as GEMMs, where XLA's convolutions run at a
+fraction of its GEMM speed, and keeps XLA's forward convolution, which does
+not; ``bench/conv_layer.py``). The GEMM forms give the same spikes up to the
 summation order of each current.
 
 Each layer returns ``(outputs, aux)``. ``aux`` holds per-example counts the
@@ -453,7 +454,13 @@ def _chunk_size(n: int, floats_per_image: int, itemsize: int) -> int:
     return next((d for d in range(most, (most + 1) // 2 - 1, -1) if n % d == 0), most)
 
 
-def _chunked(block: Callable[..., Array], x: Array, weights: tuple[Array, ...], floats_per_image: int) -> Array:
+def _chunked(
+    block: Callable[..., Array],
+    x: Array,
+    weights: tuple[Array, ...],
+    floats_per_image: int,
+    primal: Callable[..., Array] | None = None,
+) -> Array:
     """``block(x, *weights)`` over chunks of the images of ``x [N, ...]`` (``block`` treats images independently).
 
     A layer's patches are ``kh*kw`` times its input; built for all rows at
@@ -464,7 +471,9 @@ def _chunked(block: Callable[..., Array], x: Array, weights: tuple[Array, ...], 
     (``custom_vjp``) as one loop over the same chunks: each chunk's patches
     are rebuilt in cache and give its input gradient and its share of the
     weight gradients, so the only residual is the input itself (inside a
-    scan over time, the scan's own input: nothing is stacked).
+    scan over time, the scan's own input: nothing is stacked). ``primal``,
+    when given, computes the same forward value another way (XLA's own
+    convolution, where that is faster than the chunked GEMMs).
     """
     n = x.shape[0]
     per = _chunk_size(n, floats_per_image, x.dtype.itemsize)
@@ -479,6 +488,8 @@ def _chunked(block: Callable[..., Array], x: Array, weights: tuple[Array, ...], 
         return head if tail is None else jnp.concatenate([head, tail], axis=0)
 
     def forward(x, weights):
+        if primal is not None:
+            return primal(x, *weights)
         if whole:
             return block(x, *weights)
         head, tail = split(x)
@@ -524,16 +535,31 @@ def _plus_bias(y: Array, *bias: Array) -> Array:
     return y + bias[0] if bias else y
 
 
-def _conv_gemm(x: Array, kernel: Array, axes: tuple[_ConvAxis, _ConvAxis], bias: Array | None = None) -> Array:
-    """Convolution ``[N, H, W, I]`` x HWIO kernel (+ bias) -> ``[N, H', W', O]``: patches @ kernel."""
+def _conv_gemm(
+    x: Array,
+    kernel: Array,
+    axes: tuple[_ConvAxis, _ConvAxis],
+    bias: Array | None = None,
+    native_forward: bool = False,
+) -> Array:
+    """Convolution ``[N, H, W, I]`` x HWIO kernel (+ bias) -> ``[N, H', W', O]``: patches @ kernel.
+
+    ``native_forward``: the forward value by ``lax.conv_general_dilated``
+    (the currents XLA computes), the backward pass by the chunked GEMMs.
+    """
     kh, kw, c_in, c_out = kernel.shape
     strides, pads, out_hw = tuple(a.stride for a in axes), [a.pad for a in axes], [a.out for a in axes]
 
     def block(xc, w, *b):
         return _plus_bias(_matmul_last(_patches(xc, (kh, kw), strides, pads, out_hw), w), *b)
 
+    def primal(xs, w, *b):
+        y = jax.lax.conv_general_dilated(xs, w.reshape(kernel.shape), strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return _plus_bias(y, *b)
+
     w = kernel.reshape(kh * kw * c_in, c_out)
-    return _chunked(block, x, (w,) + _bias_args(bias), out_hw[0] * out_hw[1] * (kh * kw * c_in + c_out))
+    per_image = out_hw[0] * out_hw[1] * (kh * kw * c_in + c_out)
+    return _chunked(block, x, (w,) + _bias_args(bias), per_image, primal if native_forward else None)
 
 
 class _Phases(NamedTuple):
@@ -639,17 +665,23 @@ def _conv_transpose_gemm(
     return _conv_transpose_subpixel(x, kernel, axes, bias)
 
 
-CONV_IMPLS = ("auto", "gemm", "native")
+CONV_IMPLS = ("auto", "gemm", "gemm_backward", "native")
 
 
-def conv_impl_for_backend(backend: str | None = None) -> str:
+def conv_impl_for_backend(backend: str | None = None, transposed: bool = False) -> str:
     """What ``conv_impl="auto"`` runs on ``backend`` (default: JAX's default backend).
 
-    XLA:CPU's convolutions are slow next to its GEMMs (``bench/conv_layer.py``):
-    patches + GEMM there; the native convolution on GPU and TPU, whose
-    convolution kernels are at least as fast as their GEMMs.
+    On CPU, measured with ``bench/conv_layer.py`` on 2 cores: XLA's forward
+    convolution runs near GEMM speed (``"gemm_backward"`` keeps it and runs
+    only the backward pass as GEMMs, 0.75-1.0x the time of ``"gemm"``), but its
+    transposed convolution, forward or backward, and the backward passes of
+    every convolution are 5-50x slower than their GEMMs (``"gemm"`` for
+    transposed convolutions). Elsewhere XLA's own (``"native"``): GPU and
+    TPU convolution kernels are at least as fast as their GEMMs.
     """
-    return "gemm" if (backend or jax.default_backend()) == "cpu" else "native"
+    if (backend or jax.default_backend()) != "cpu":
+        return "native"
+    return "gemm" if transposed else "gemm_backward"
 
 
 class SpikingConv(_SpikingLayer):
@@ -659,10 +691,12 @@ class SpikingConv(_SpikingLayer):
     Kernel HWIO ``[kh, kw, C_in, features]``; ``padding`` is "SAME", "VALID"
     or explicit ``((lo, hi), (lo, hi))``, as in ``lax.conv_general_dilated``.
 
-    ``conv_impl`` picks how the synapse runs, with the same spikes up to
-    summation order: ``"native"`` (``lax.conv_general_dilated``), ``"gemm"``
-    (patches + GEMM) or ``"auto"`` (:func:`conv_impl_for_backend`: GEMM on
-    CPU, native elsewhere).
+    ``conv_impl`` picks how the synapse runs: ``"native"``
+    (``lax.conv_general_dilated`` and its autodiff), ``"gemm"`` (patches +
+    GEMM, forward and backward: the same spikes up to the summation order of
+    each current), ``"gemm_backward"`` (XLA's forward convolution, so the
+    same spikes as ``"native"``, and the GEMM backward pass) or ``"auto"``
+    (:func:`conv_impl_for_backend`).
     """
 
     kernel_size: int | Sequence[int] = 3
@@ -677,8 +711,9 @@ class SpikingConv(_SpikingLayer):
     def _synapse_params(self, in_shape):
         if self.features < 1:
             raise ValueError(f"{type(self).__name__} needs features >= 1, got {self.features}")
-        if self.conv_impl not in CONV_IMPLS:
-            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}")
+        if self.conv_impl not in CONV_IMPLS or (self._transposed and self.conv_impl == "gemm_backward"):
+            choices = tuple(c for c in CONV_IMPLS if not (self._transposed and c == "gemm_backward"))
+            raise ValueError(f"{type(self).__name__} takes conv_impl in {choices}, got {self.conv_impl!r}")
         self._check_in_features(in_shape, 2)
         kh, kw = _pair(self.kernel_size)
         p = {"kernel": self.param("kernel", self.kernel_init, (kh, kw, in_shape[-1], self.features))}
@@ -699,12 +734,14 @@ class SpikingConv(_SpikingLayer):
         )
 
     def _conv(self, x, kernel, bias=None):
-        impl = conv_impl_for_backend() if self.conv_impl == "auto" else self.conv_impl
+        impl = conv_impl_for_backend(transposed=self._transposed) if self.conv_impl == "auto" else self.conv_impl
         if impl == "native":
             y = self._native(x, kernel)
             return y if bias is None else y + bias
         axes = self._axes(x.shape[1:3], kernel.shape[:2])
-        return (_conv_transpose_gemm if self._transposed else _conv_gemm)(x, kernel, axes, bias)
+        if self._transposed:
+            return _conv_transpose_gemm(x, kernel, axes, bias)
+        return _conv_gemm(x, kernel, axes, bias, native_forward=impl == "gemm_backward")
 
     def _synapse(self, params, x):
         return self._conv(x, params["kernel"], params.get("bias"))
@@ -723,7 +760,9 @@ class SpikingConvTranspose(SpikingConv):
     Upsamples by ``strides``; input ``[T, B, H, W, C_in]``. The synapse is
     ``lax.conv_transpose`` (kernel not flipped; explicit ``padding`` pads the
     dilated input, as there); ``conv_impl="gemm"`` runs it as one sub-pixel
-    patch GEMM or as its adjoint's GEMM plus an overlap-add.
+    patch GEMM or as its adjoint's GEMM plus an overlap-add, forward and
+    backward (``"gemm_backward"`` is not offered: XLA:CPU's forward
+    transposed convolution is itself the slow part).
     """
 
     _transposed = True

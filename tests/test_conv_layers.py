@@ -23,6 +23,7 @@ def _gemm(x, kernel, transposed, strides, padding, form=None):
         None: layers._conv_transpose_gemm if transposed else layers._conv_gemm,
         "subpixel": layers._conv_transpose_subpixel,
         "overlap_add": layers._conv_transpose_overlap_add,
+        "native_forward": lambda *args: layers._conv_gemm(*args, native_forward=True),
     }[form]
     return fn(x, kernel, axes)
 
@@ -41,6 +42,8 @@ GEOMETRIES = [
     (False, 4, 2, "SAME", (5, 7), None),
     (False, 2, 3, ((1, 0), (0, 1)), (7, 8), None),
     (False, 1, 1, "VALID", (3, 4), None),
+    (False, 3, 2, "SAME", (7, 6), "native_forward"),
+    (False, 2, 3, ((1, 0), (0, 1)), (7, 8), "native_forward"),
     (True, 4, 2, "SAME", (5, 4), "subpixel"),
     (True, 4, 2, "SAME", (5, 4), "overlap_add"),
     (True, 3, 2, "SAME", (5, 5), "subpixel"),
@@ -59,6 +62,8 @@ def test_gemm_convolution_and_its_gradients_match_lax(transposed, k, s, padding,
     got = jax.jit(_gemm, static_argnums=(2, 3, 4, 5))(x, kernel, transposed, s, padding, form)
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    if form == "native_forward":  # XLA's own forward: the very same currents
+        np.testing.assert_array_equal(got, ref)
     cot = jnp.asarray(np.random.default_rng(1).standard_normal(ref.shape), jnp.float32)
     want = jax.jit(jax.grad(lambda a, b: jnp.sum(_native(a, b, transposed, s, padding) * cot), (0, 1)))(x, kernel)
     have = jax.jit(jax.grad(lambda a, b: jnp.sum(_gemm(a, b, transposed, s, padding, form) * cot), (0, 1)))(x, kernel)
@@ -116,20 +121,23 @@ LAYERS = {
     "deconv3s2_valid": lambda **kw: layers.SpikingConvTranspose(5, kernel_size=3, strides=2, padding="VALID", **kw),
 }
 PATHS = {"hoisted": dict(hoist=True), "per_step": dict(hoist=False), "remat": dict(hoist=False, remat_chunk=3)}
-CASES = [(name, "hoisted") for name in LAYERS] + [
-    ("conv_explicit", "per_step"),
-    ("deconv4s2", "per_step"),
-    ("conv3s2_valid", "remat"),
-    ("deconv4s2_to_one", "remat"),
+CASES = [(name, "hoisted", "gemm") for name in LAYERS] + [
+    ("conv_explicit", "per_step", "gemm"),
+    ("deconv4s2", "per_step", "gemm"),
+    ("conv3s2_valid", "remat", "gemm"),
+    ("deconv4s2_to_one", "remat", "gemm"),
+    ("conv3s1", "hoisted", "gemm_backward"),
+    ("conv_explicit", "per_step", "gemm_backward"),
+    ("conv3s2_valid", "remat", "gemm_backward"),
 ]
 
 
-@pytest.mark.parametrize("name,path", CASES)
-def test_layer_spikes_gradients_and_synops_match_the_native_convolution(name, path):
+@pytest.mark.parametrize("name,path,impl", CASES)
+def test_layer_spikes_gradients_and_synops_match_the_native_convolution(name, path, impl):
     x = _spikes((7, 2, 7, 5, 3))
     cell = cells.lif(0.8, 0.5)
     native = LAYERS[name](cell=cell, conv_impl="native", record_membrane=True, **PATHS[path])
-    gemm = native.clone(conv_impl="gemm")
+    gemm = native.clone(conv_impl=impl)
     params = jax.jit(native.init)(jax.random.key(1), x)["params"]
 
     def loss(layer, p, inp):
@@ -148,6 +156,8 @@ def test_layer_spikes_gradients_and_synops_match_the_native_convolution(name, pa
     for key in ("synops", "spike_count", "firing_rate"):
         np.testing.assert_array_equal(aux[key], aux_ref[key], err_msg=key)
     assert np.array_equal(got, ref)  # the gradients below are only comparable on equal spikes
+    if impl == "gemm_backward":  # XLA's forward convolution: the very same membranes
+        np.testing.assert_array_equal(aux["membrane"], aux_ref["membrane"])
     for a, b in zip(jax.tree_util.tree_leaves(have), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
@@ -167,11 +177,14 @@ def test_synops_equal_the_old_convolution_count(name):
     np.testing.assert_array_equal(aux["synops"], jnp.sum(reach, axis=(1, 2, 3)) * kernel.shape[-1])
 
 
-def test_conv_impl_is_checked_and_auto_picks_gemm_on_cpu():
-    assert layers.conv_impl_for_backend("cpu") == "gemm"
-    assert layers.conv_impl_for_backend("gpu") == "native"
+def test_conv_impl_is_checked_and_auto_picks_gemms_on_cpu():
+    assert layers.conv_impl_for_backend("cpu") == "gemm_backward"
+    assert layers.conv_impl_for_backend("cpu", transposed=True) == "gemm"
+    assert layers.conv_impl_for_backend("gpu") == layers.conv_impl_for_backend("tpu", transposed=True) == "native"
     x = _spikes((2, 1, 4, 4, 2))
     with pytest.raises(ValueError, match="conv_impl"):
         layers.SpikingConv(3, conv_impl="fft").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="conv_impl"):
+        layers.SpikingConvTranspose(3, conv_impl="gemm_backward").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="padding"):
         layers.SpikingConv(3, padding="FULL").init(jax.random.key(0), x)
