@@ -11,10 +11,10 @@ coding, encoder LIF conv 3x3 stride 2 (1 -> 32, 28 -> 14) and 3x3 stride 2
 LIF dense 128 -> 7*7*64, LIF transposed conv 4x4 stride 2 (64 -> 32, 7 -> 14)
 and a non-spiking transposed conv 4x4 stride 2 (32 -> 1, 14 -> 28) whose
 membrane is averaged over time; every hidden layer with per-step normalised
-currents; loss ``jaxspike.models.vae.elbo_loss`` with ``config.loss`` (the
-temperature at its start value), Adam 1e-3. The model and loss are built
-here, not through the training loop. The images are a fixed uniform draw
-(the step's cost does not depend on content).
+currents. The step timed is the family's own training step
+(``jaxspike.families.build(config).step``: the ELBO of ``config.loss`` and
+the config's optimiser), jitted, without the training loop around it. The
+images are a fixed uniform draw (the step's cost does not depend on content).
 
 Prints one JSON line: ``images_per_s`` = batch / median step time, and
 ``x_floor`` = step time / time of the step's own fp32 GEMMs run alone,
@@ -37,10 +37,9 @@ from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 from bench import _common  # noqa: E402
-from jaxspike.models import vae  # noqa: E402
+from jaxspike import families  # noqa: E402
 from launch.configs import vae as vae_config  # noqa: E402
 
 flags.DEFINE_integer("T", 16, "time steps")
@@ -75,38 +74,24 @@ def main(_):
     T, B = FLAGS.T, FLAGS.B
     config = vae_config.get_config()
     config.model.arch = "conv"
+    config.model.channels = (32, 64)
     config.model.num_steps = T
     config.batch_size = B
-    fields = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.model.items() if k != "name"}
-    fields["hoist"] = {"auto": None, "true": True, "false": False}[FLAGS.hoist]
-    model = vae.SpikingVAE(image_shape=(28, 28, 1), **fields)
-    loss_kwargs = dict(config.loss)
-    temperature = float(loss_kwargs.pop("temperature_start"))
-    for k in ("temperature_end", "temperature_steps", "kl_warmup_steps"):
-        loss_kwargs.pop(k)
+    config.model.hoist = {"auto": None, "true": True, "false": False}[FLAGS.hoist]
+    objective = families.build(config, (28, 28, 1))
 
     images = jnp.asarray(np.random.default_rng(0).random((B, 28, 28, 1), dtype=np.float32))
-    params = jax.jit(model.init)(jax.random.key(0), images, jax.random.key(1))["params"]
-    opt = optax.adam(config.optimizer.learning_rate)
-    opt_state = opt.init(params)
-
-    @jax.jit
-    def train_step(params, opt_state, images, key):
-        grads, terms = jax.grad(
-            lambda p: vae.elbo_loss(model, p, images, key, temperature=temperature, **loss_kwargs), has_aux=True
-        )(params)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, terms["loss"]
-
-    state = {"p": params, "o": opt_state, "i": 0}
+    batch = {"image": images}
+    state = {"s": jax.jit(objective.init)(jax.random.key(0), batch), "i": 0}
+    step = jax.jit(objective.step)
 
     def one():
-        state["p"], state["o"], loss = train_step(state["p"], state["o"], images, jax.random.key(state["i"]))
+        state["s"], metrics = step(state["s"], batch, jax.random.key(state["i"]))
         state["i"] += 1
-        return loss
+        return metrics["loss"]
 
     loss0 = float(one())
-    timing = _common.time_against_floor(one, gemm_shapes(T, B, tuple(config.model.get("channels", (32, 64)))), FLAGS.repeats)
+    timing = _common.time_against_floor(one, gemm_shapes(T, B, tuple(config.model.channels)), FLAGS.repeats)
     med = timing["median_s"]
     _common.emit(
         {
