@@ -6,10 +6,14 @@ import tempfile
 
 # Must happen before jax is imported anywhere.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    ).strip()
+# The tests' programs are small and each is compiled once, so compiling, not running, takes most
+# of their time: the tests turn XLA's CPU backend optimisation off (benchmarks and real runs keep
+# it). Equalities in the tests compare runs made under the same flags.
+_TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+    _flags += " --xla_force_host_platform_device_count=4"
+os.environ["XLA_FLAGS"] = " ".join([_flags] + [f for f in _TEST_XLA_FLAGS if f.split("=")[0] not in _flags]).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # A persistent XLA compilation cache made fresh for this session (by the first process to import
 # this file: the xdist controller, whose environment the workers and the CLI subprocesses

@@ -121,6 +121,7 @@ def test_tfds_mock_through_load_and_get_batch(tmp_path):
         assert faces.images.shape == (6, 64, 64, 3) and faces.num_classes == 4
 
 
+@pytest.mark.slow
 def test_celeb_a_streams_through_tf_data(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("tensorflow")  # the tf extra

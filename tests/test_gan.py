@@ -34,7 +34,7 @@ def test_noise_spike_frequencies_follow_p():
 # Every coding and every readout once; both backward passes of D (the config's default is regular + rate).
 @pytest.mark.parametrize(
     "coding, readout, gradient",
-    [pytest.param("rate", "membrane", "surrogate", marks=pytest.mark.slow), ("regular", "membrane", "rate"), ("latency", "first_spike", "surrogate"),
+    [pytest.param("rate", "membrane", "surrogate", marks=pytest.mark.slow), pytest.param("regular", "membrane", "rate", marks=pytest.mark.slow), ("latency", "first_spike", "surrogate"),
      pytest.param("direct", "rate", "rate", marks=pytest.mark.slow), ("regular", "first_spike_interp", "rate")],
 )
 def test_generator_gets_gradients_through_spiking_discriminator(coding, readout, gradient):
@@ -107,6 +107,7 @@ def test_smoke_training_step_runs_and_updates(loss, disc):
     assert max(jax.tree_util.tree_leaves(ema_gap)) < 1e-6
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_from_key():
     G = gan.SpikingGenerator(**TINY_G, neuron=cells.Neuron(threshold=0.5), readout="rate")
     params = G.init(jax.random.key(0), G.sample_noise(jax.random.key(1), 2))["params"]

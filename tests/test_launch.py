@@ -182,6 +182,7 @@ def test_stdp_bad_flag_is_a_clear_error(tmp_path):
     assert bad.returncode != 0 and "--distortions must be >= 0" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_stdp_sigterm_stops_cleanly(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")

@@ -86,6 +86,7 @@ def test_persistent_chain_starts_the_model_phase_and_follows_the_rule(key):
         rbm.ecd_statistics(params, key, x, y, cfg, jnp.zeros((2, 3)))
 
 
+@pytest.mark.slow
 def test_label_population_fires_together_and_follows_the_rule(key):
     cfg = TINY._replace(label_copies=2)
     params = rbm.init_params(key, cfg)

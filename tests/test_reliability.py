@@ -81,7 +81,6 @@ def test_an_empty_newest_step_folder_is_ignored(reference, tmp_path, caplog):
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6", "incomplete_6"]
 
 
-@pytest.mark.slow
 def test_a_step_folder_without_its_item_falls_back(reference, tmp_path, caplog):
     workdir = _copy(reference, tmp_path / "run")
     shutil.rmtree(os.path.join(workdir, "checkpoints", "4", "state"))
@@ -177,7 +176,6 @@ def test_bad_config_before_and_after_a_checkpoint(reference, tmp_path):
     assert changes == [{"step": 4, "config_change": "optimizer.learning_rate: saved 0.001 != new 0.0003"}]
 
 
-@pytest.mark.slow
 def test_a_folder_without_a_checkpoint_takes_a_new_config(tmp_path):
     # A run that crashed before its first checkpoint left only config.json behind.
     train.train(smoke(total_steps=1, checkpoint_every=1), str(tmp_path))
@@ -219,7 +217,6 @@ def test_exit_codes_and_one_line_messages(reference, tmp_path):
     assert "checkpoints" in io_err.stderr and "Traceback" not in io_err.stderr
 
 
-@pytest.mark.slow
 def test_kill_9_at_random_points_resumes_to_the_same_weights(reference, tmp_path):
     """kill -9 twice at random moments (mid-step or mid-save), then run to the end: the same
     final weights and log as the uninterrupted run of the same length."""

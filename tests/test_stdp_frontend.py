@@ -200,6 +200,7 @@ def test_spec_loading_and_errors(tmp_path):
         stdp_frontend.STDPFrontEnd(w1, w2)(_digits(), 0)
 
 
+@pytest.mark.slow
 def test_training_loop_feeds_cached_features(tmp_path):
     from jaxspike import data
     from jaxspike.train import io, loop, state as state_lib

@@ -74,7 +74,8 @@ def test_straight_through_frequency_and_gradient():
     np.testing.assert_array_equal(g, 1.0)
 
 
-@pytest.mark.parametrize("estimator", vae.ESTIMATORS)
+@pytest.mark.parametrize("estimator", [pytest.param(e, marks=pytest.mark.slow) if e == "autoregressive" else e
+                                       for e in vae.ESTIMATORS])
 def test_estimator_gradient_points_uphill(estimator):
     # Toy objective: the expected number of latent spikes. Raising the encoder's latent bias
     # must raise it, so every estimator's gradient on that bias must be finite and positive.
@@ -287,6 +288,7 @@ def test_mixture_kl_bounds_the_exact_kl_and_is_exact_for_one_component():
         losses.bernoulli_mixture_kl(q, comp[:, :1], mix)
 
 
+@pytest.mark.slow
 def test_mixture_prior_samples_one_component_per_sample():
     model = vae.SpikingVAE(**{**TINY, "num_steps": 16}, prior="mixture", num_components=2, neuron=cells.Neuron(threshold=0.5))
     x = _images(8)
