@@ -6,14 +6,16 @@ checks every field it reads (``config.model``, ``config.loss``,
 naming the first bad one, before the training loop writes anything.
 ``config.model.name`` picks the family:
 
-=================  ===============================  =========================================
-``model.name``     module                           trains
-=================  ===============================  =========================================
-``fc_vae``         :mod:`jaxspike.families.vae`     spiking VAE, Bernoulli spike latent
-``analog_vae``     :mod:`jaxspike.families.vae`     its analog twin
-``gan``            :mod:`jaxspike.families.gan`     spiking GAN (spiking or analog D)
-``analog_gan``     :mod:`jaxspike.families.gan`     its analog twin
-=================  ===============================  =========================================
+====================  ==================================  ============================================
+``model.name``        module                              trains
+====================  ==================================  ============================================
+``fc_vae``            :mod:`jaxspike.families.vae`        spiking VAE, Bernoulli spike latent
+``analog_vae``        :mod:`jaxspike.families.vae`        its analog twin
+``gan``               :mod:`jaxspike.families.gan`        spiking GAN (spiking or analog D)
+``analog_gan``        :mod:`jaxspike.families.gan`        its analog twin
+``diffusion``         :mod:`jaxspike.families.diffusion`  spiking U-Net denoiser, DDPM / DDIM sampling
+``analog_diffusion``  :mod:`jaxspike.families.diffusion`  its analog twin
+====================  ==================================  ============================================
 
 A new family needs no change to the training loop: give its module's
 ``build`` a name with :func:`register` (or add it to the table above) and
@@ -36,6 +38,8 @@ _MODULES = {
     "analog_vae": "jaxspike.families.vae",
     "gan": "jaxspike.families.gan",
     "analog_gan": "jaxspike.families.gan",
+    "diffusion": "jaxspike.families.diffusion",
+    "analog_diffusion": "jaxspike.families.diffusion",
 }
 _REGISTERED: dict[str, Builder] = {}
 
