@@ -15,6 +15,28 @@ def neuron(**fields) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dataclasses.asdict(cells.Neuron(**fields)))
 
 
+def variants(arg: str | None, allowed: tuple[str, ...]) -> list[str]:
+    """The variants of a config argument like ``"analog+smoke"``, each checked against ``allowed``."""
+    chosen = [v for v in (arg or "").split("+") if v]
+    for v in chosen:
+        if v not in allowed:
+            raise ValueError(f"unknown config variant {v!r}; use one of {', '.join(allowed)} (joined by '+')")
+    return chosen
+
+
+def adam(learning_rate: float, *, grad_clip: float = 0.0, lr_decay_from: float = 1.0) -> ml_collections.ConfigDict:
+    """``config.optimizer`` for Adam (``name="adamw"`` uses ``weight_decay``), every field settable from the command line."""
+    optimizer = ml_collections.ConfigDict()
+    optimizer.name = "adam"
+    optimizer.learning_rate = learning_rate
+    optimizer.b1 = 0.9
+    optimizer.b2 = 0.999
+    optimizer.weight_decay = 1e-4  # adamw only
+    optimizer.grad_clip = grad_clip  # global-norm clipping, 0 = off
+    optimizer.lr_decay_from = lr_decay_from  # constant until this fraction of total_steps, then linear to 0
+    return optimizer
+
+
 def shrink(config: ml_collections.ConfigDict) -> None:
     """The ``smoke`` variants' loop settings: 4 steps of batch 8, everything logged, no evaluation."""
     config.batch_size = 8

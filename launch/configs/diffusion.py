@@ -34,10 +34,7 @@ VARIANTS = ("smoke", "analog")
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The run configuration; ``arg`` picks variants (see the module docstring), joined by ``+``."""
-    variants = [v for v in (arg or "").split("+") if v]
-    for v in variants:
-        if v not in VARIANTS:
-            raise ValueError(f"unknown config variant {v!r}; use one of {', '.join(VARIANTS)} (joined by '+')")
+    variants = configs.variants(arg, VARIANTS)
 
     config = base_config()
     config.batch_size = 32
@@ -63,14 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         schedule="cosine", timesteps=1000, sampler="ddim", sample_steps=50, eta=0.0, ema_decay=0.999,
     )))
 
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.b1 = 0.9
-    config.optimizer.b2 = 0.999
-    config.optimizer.weight_decay = 1e-4  # adamw only
-    config.optimizer.grad_clip = 1.0  # global-norm clipping, 0 = off
-    config.optimizer.lr_decay_from = 0.8  # constant until this fraction of total_steps, then linear to 0
+    config.optimizer = configs.adam(1e-3, grad_clip=1.0, lr_decay_from=0.8)
 
     for v in variants:
         if v == "analog":

@@ -34,10 +34,7 @@ VARIANTS = ("smoke", "analog", "hybrid", "stdp", "mnist", "fashion_mnist", "cifa
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The run configuration; ``arg`` picks variants (see the module docstring), joined by ``+``."""
-    variants = [v for v in (arg or "").split("+") if v]
-    for v in variants:
-        if v not in VARIANTS:
-            raise ValueError(f"unknown config variant {v!r}; use one of {', '.join(VARIANTS)} (joined by '+')")
+    variants = configs.variants(arg, VARIANTS)
 
     config = base_config()
     config.batch_size = 64

@@ -61,14 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         free_bits=0.5, spike_weight=0.01, temperature_start=1.0, temperature_end=0.3, temperature_steps=2000,
     )))
 
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.b1 = 0.9
-    config.optimizer.b2 = 0.999
-    config.optimizer.weight_decay = 1e-4  # adamw only
-    config.optimizer.grad_clip = 0.0  # global-norm clipping, 0 = off
-    config.optimizer.lr_decay_from = 1.0  # constant until this fraction of total_steps, then linear to 0
+    config.optimizer = configs.adam(1e-3)
 
     if arg == "analog":
         config.model.name = "analog_vae"
