@@ -33,14 +33,14 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from absl import app, flags  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
 
-from bench import _common  # noqa: E402
-from jaxspike import families  # noqa: E402
-from launch.configs import vae as vae_config  # noqa: E402
+from bench import _common
+from jaxspike import families
+from launch.configs import vae as vae_config
 
 flags.DEFINE_integer("T", 16, "time steps")
 flags.DEFINE_integer("B", 250, "batch size")

@@ -75,7 +75,7 @@ def test_schedules_closed_forms():
     lin = dif.linear_schedule(1000)
     np.testing.assert_allclose(np.asarray(lin.betas)[[0, -1]], [1e-4, 0.02], rtol=1e-6)
     cos = dif.cosine_schedule(1000, s=0.008)
-    f = lambda t: np.cos((t / 1000 + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
+    f = lambda t: np.cos((t / 1000 + 0.008) / 1.008 * np.pi / 2) ** 2
     for t in (1, 10, 500, 900):  # abar of step t (index t - 1) = f(t) / f(0), where no beta is clipped
         np.testing.assert_allclose(float(cos.alpha_bars[t - 1]), f(t) / f(0), rtol=1e-5)
     assert float(np.max(cos.betas)) == pytest.approx(dif.MAX_BETA)

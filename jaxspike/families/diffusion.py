@@ -32,7 +32,8 @@ Everything here is a pure function with explicit keys; step index ``i`` in
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -49,26 +50,26 @@ Array = jax.Array
 Denoiser = Callable[[Array, Array], tuple[Array, dict]]
 
 __all__ = [
+    "SAMPLERS",
+    "SCHEDULES",
     "Diffusion",
     "DiffusionState",
     "Schedule",
-    "SCHEDULES",
-    "SAMPLERS",
-    "linear_schedule",
-    "cosine_schedule",
-    "make_schedule",
-    "q_sample",
-    "eps_loss",
-    "sampling_steps",
-    "ddpm_step",
-    "ddim_step",
-    "sample",
-    "to_process",
-    "to_images",
-    "per_call",
-    "ema_update",
-    "make_model",
     "build",
+    "cosine_schedule",
+    "ddim_step",
+    "ddpm_step",
+    "ema_update",
+    "eps_loss",
+    "linear_schedule",
+    "make_model",
+    "make_schedule",
+    "per_call",
+    "q_sample",
+    "sample",
+    "sampling_steps",
+    "to_images",
+    "to_process",
 ]
 
 SCHEDULES = ("linear", "cosine")

@@ -37,7 +37,8 @@ The analog twin has the same layout with SiLU units: each ``LIF(.)`` above is
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -48,7 +49,7 @@ from jaxspike import cells, encoding, layers
 
 Array = jax.Array
 
-__all__ = ["step_embedding", "driven", "DrivenState", "SpikingUNet", "AnalogUNet", "MAX_PERIOD"]
+__all__ = ["MAX_PERIOD", "AnalogUNet", "DrivenState", "SpikingUNet", "driven", "step_embedding"]
 
 MAX_PERIOD = 10_000.0  # longest wavelength of the sinusoidal step embedding (Vaswani et al. 2017)
 
