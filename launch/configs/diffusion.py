@@ -9,9 +9,9 @@ EMA of the weights.
 
     python -m launch.train --config=launch/configs/diffusion.py --workdir=runs/sdiff
 
-Cost: about 0.9 s per training step of 32 images on 2 CPU cores (measured over steps 20-60 of
-this config), so 4,000 steps take about an hour; the final evaluation draws 1,000 samples with
-50 denoiser calls each. Not yet trained to convergence or scored: results/diffusion.md says
+Cost: 0.9-1.2 s per training step of 32 images on 2 CPU cores (1.16 s over a 500-step run), so
+4,000 steps take 60-80 minutes; the final evaluation draws 1,000 samples with 50 denoiser calls
+each (about 9 minutes). Not yet trained to convergence or scored: results/diffusion.md says
 what has been measured.
 
 Variants (``diffusion.py:<variant>``, joined by ``+``): ``analog`` the twin
