@@ -248,6 +248,7 @@ def test_default_path_and_tfds_loading_never_import_tensorflow(array_record_dir)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_numpy_preprocessing_matches_the_tf_data_path():
     tf = pytest.importorskip("tensorflow")  # the tf extra
     rng = np.random.default_rng(5)

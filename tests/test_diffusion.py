@@ -148,6 +148,7 @@ def test_ema_warms_up_then_decays():
 # Training and energy.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["smoke", "analog+smoke"])
 def test_a_few_steps_lower_the_loss(variant):
     """The loss of a fixed batch, step and noise (one key) falls over a few updates of a tiny denoiser."""
@@ -243,6 +244,7 @@ def test_smoke_config_trains_end_to_end(smoke_run):
     assert images.shape == (3,) + IMAGE and 0.0 <= images.min() and images.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_smoke_run_is_evaluated_with_the_generations_energy(tmp_path, monkeypatch):
     from jaxspike import metrics as metrics_lib
 

@@ -35,7 +35,7 @@ def test_noise_spike_frequencies_follow_p():
 @pytest.mark.parametrize(
     "coding, readout, gradient",
     [pytest.param("rate", "membrane", "surrogate", marks=pytest.mark.slow), pytest.param("regular", "membrane", "rate", marks=pytest.mark.slow), ("latency", "first_spike", "surrogate"),
-     pytest.param("direct", "rate", "rate", marks=pytest.mark.slow), ("regular", "first_spike_interp", "rate")],
+     pytest.param("direct", "rate", "rate", marks=pytest.mark.slow), pytest.param("regular", "first_spike_interp", "rate", marks=pytest.mark.slow)],
 )
 def test_generator_gets_gradients_through_spiking_discriminator(coding, readout, gradient):
     G = gan.SpikingGenerator(**TINY_G, readout=readout, neuron=cells.Neuron(threshold=0.5))
@@ -281,6 +281,7 @@ def test_pixel_minibatch_std_sees_a_collapsed_batch_through_rate_coding():
             jax.random.key(0), real, jax.random.key(1))
 
 
+@pytest.mark.slow
 def test_rate_gradient_discriminator_spikes_the_same_and_backpropagates_through_rates():
     # (the conv layers' rate gradient is checked against its formula in test_layers.py)
     real = _real(4)

@@ -102,6 +102,7 @@ def test_sample_writes_ema_generator_images(gan_run, tmp_path):
     np.testing.assert_allclose(samples[:4], first, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_mode_collapse_is_flagged(tmp_path, monkeypatch, caplog):
     """A generator whose samples all fall in one class: entropy 0 < 1.5 nats."""
     seen = []

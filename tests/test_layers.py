@@ -49,8 +49,10 @@ def test_record_membrane_returns_the_recurrence(remat_chunk):
 
 @pytest.mark.parametrize("make", [
     lambda h, r: layers.SpikingDense(16, hoist=h, remat_chunk=r),
-    lambda h, r: layers.SpikingConv(4, kernel_size=3, strides=2, hoist=h, remat_chunk=r),
-    lambda h, r: layers.SpikingConvTranspose(3, kernel_size=4, strides=2, hoist=h, remat_chunk=r),
+    pytest.param(lambda h, r: layers.SpikingConv(4, kernel_size=3, strides=2, hoist=h, remat_chunk=r),
+                 marks=pytest.mark.slow),
+    pytest.param(lambda h, r: layers.SpikingConvTranspose(3, kernel_size=4, strides=2, hoist=h, remat_chunk=r),
+                 marks=pytest.mark.slow),
 ])
 def test_hoisted_per_step_and_remat_paths_agree(make):
     dense = make(True, 0).__class__ is layers.SpikingDense
@@ -189,7 +191,7 @@ def test_current_norm_makes_spikes_invariant_to_weight_scale(hoist):
     assert float(jnp.sum(jnp.abs(g["norm_scale"]))) > 0 and float(jnp.sum(jnp.abs(g["norm_offset"]))) > 0
 
 
-@pytest.mark.parametrize("layer_cls", ["dense", "conv"])
+@pytest.mark.parametrize("layer_cls", ["dense", pytest.param("conv", marks=pytest.mark.slow)])
 def test_rate_grad_keeps_the_spikes_and_backpropagates_the_rate_map(layer_cls):
     theta = 0.5
     if layer_cls == "dense":

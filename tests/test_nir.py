@@ -393,6 +393,7 @@ def test_vae_encoder_round_trip(key, tmp_path):
     np.testing.assert_allclose(np.asarray(jax.nn.sigmoid(logits)), np.asarray(q), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_converted_network_round_trip(key, tmp_path):
     G = gan.AnalogGenerator(noise_dim=6, image_shape=(8, 8, 1), arch="conv", channels=(4, 3), noise="uniform")
     z = jax.random.uniform(key, (32, 6))

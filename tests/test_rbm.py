@@ -35,7 +35,7 @@ def _hand_stats(aux, lam, batch, gated):
     return vh / norm, lh / norm, sv, sh, sl
 
 
-@pytest.mark.parametrize("lam", [0.0, 0.5])
+@pytest.mark.parametrize("lam", [0.0, pytest.param(0.5, marks=pytest.mark.slow)])
 def test_one_ecd_update_matches_hand_rule(key, lam):
     cfg = TINY._replace(trace_decay=lam)
     params = rbm.init_params(key, cfg)

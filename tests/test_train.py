@@ -259,6 +259,7 @@ def test_step_traces_once(key):
     chex.clear_trace_counter()
 
 
+@pytest.mark.slow
 def test_step_key_is_folded_from_the_step_number(key, tmp_path, monkeypatch):
     """Resume replays randomness: the step's key depends only on run_key and state.step."""
     seen = []
@@ -378,6 +379,7 @@ def test_periodic_evaluation_is_logged(tmp_path, monkeypatch):
     assert 0.0 < t["test/mse"] < 1.0 and t["test/kl"] >= 0
 
 
+@pytest.mark.slow
 def test_analog_twin_trains_through_the_same_loop(tmp_path):
     config = smoke(**{"model.name": "analog_vae"})
     result = train.train(config, str(tmp_path))

@@ -114,6 +114,7 @@ def test_prior_sampling_reproducible_from_key():
         assert not np.array_equal(za, zc)
 
 
+@pytest.mark.slow
 def test_autoregressive_prior_rate_follows_candidates():
     model = vae.SpikingVAE(**TINY, prior="autoregressive")
     x = _images(2)
@@ -179,6 +180,7 @@ def test_analog_twin_with_binary_latent():
     assert abs(float(z.mean()) - 0.5) < 0.02
 
 
+@pytest.mark.slow
 def test_autoregressive_latent_spikes_follow_candidate_fraction():
     # The FSVAE sampler picks one of k candidates uniformly: P(z = 1) = q, the firing fraction.
     model = vae.SpikingVAE(**{**TINY, "estimator": "autoregressive", "num_candidates": 8}, neuron=cells.Neuron(threshold=0.5))
@@ -193,6 +195,7 @@ def test_autoregressive_latent_spikes_follow_candidate_fraction():
     assert np.all(np.abs(freq - mean_q) < 5 * se)
 
 
+@pytest.mark.slow
 def test_spike_penalty_counts_decoder_spikes_and_lowers_them():
     model = vae.SpikingVAE(**TINY, neuron=cells.Neuron(threshold=0.5))
     x = _images(8)
