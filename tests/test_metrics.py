@@ -19,8 +19,8 @@ from jaxspike import data, metrics
 # classifier is trained once per test run.
 pytestmark = pytest.mark.xdist_group("classifier")
 
-TEST_STEPS = 250  # ~96% test accuracy: plenty to check how metrics behave
-TEST_STEPS2 = 150  # space 2 (StridedCNN) costs ~4x more per step
+TEST_STEPS = 150  # 96% test accuracy: plenty to check how metrics behave
+TEST_STEPS2 = 100  # 91% (space 2, StridedCNN, costs ~4x more per step)
 
 
 @pytest.fixture(scope="session")
