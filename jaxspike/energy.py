@@ -65,6 +65,8 @@ __all__ = [
     "snn_layer_energy",
     "twin_layer_energy",
     "memory_energy_report",
+    "per_sample_aux",
+    "summary",
     "uniform_activity_aux",
     "crossover_rate",
     "headline",
@@ -850,6 +852,34 @@ def crossover_rate(shapes: Mapping[str, LayerShape], profile: HardwareProfile = 
     """
     rep = memory_energy_report(uniform_activity_aux(shapes, 1.0), shapes, profiles={profile.name: profile})
     return rep[profile.name][twin]["crossover_rate"]
+
+
+def per_sample_aux(counts: Mapping[str, Mapping[str, float]]) -> dict:
+    """``{layer: {"spikes", "synops", "macs", "firing_rate"}}`` of per-sample means -> an aux for the reports.
+
+    For routes that log mean counts rather than a model's aux
+    (:func:`energy_report` and :func:`memory_energy_report` read per-example
+    arrays; here each becomes a one-example array).
+    """
+    aux = {}
+    for name, c in counts.items():
+        node = aux
+        *parents, leaf = name.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = {"spike_count": np.array([float(c["spikes"])]), "firing_rate": np.array([float(c["firing_rate"])]),
+                      "synops": np.array([float(c.get("synops", 0.0))]), "macs": np.array([float(c.get("macs", 0.0))])}
+    return aux
+
+
+def summary(aux: Mapping, shapes: Mapping[str, LayerShape]) -> dict:
+    """What a results table shows of :func:`memory_energy_report`: :func:`headline`, each layer's
+    spike rate, ``num_steps``, ``matched_bits`` and the activity scale at which the network
+    would match the bit-matched twin on :data:`NEUROMORPHIC` (``crossover_scale``)."""
+    full = memory_energy_report(aux, shapes)
+    return {**headline(full), "layers": {n: v["spike_rate"] for n, v in full["layers"].items()},
+            "num_steps": full["num_steps"], "matched_bits": full["matched_bits"],
+            "crossover_scale": full[NEUROMORPHIC.name]["matched"]["crossover_scale"]}
 
 
 def headline(report: Mapping) -> dict[str, float]:

@@ -11,6 +11,11 @@ with weight, membrane and spike traffic on the ``neuromorphic`` and ``accelerato
 against an fp32, an int8 and a bit-matched (``ceil(log2(T+1))``-bit activations) twin, with each
 layer's spike rate and the crossover spike rate below which the spiking network wins.
 Needs no checkpoint: the counts are logged, the shapes come from the config.
+
+Run folders of the local-learning routes (``launch.stdp``, ``launch.rbm``) are priced from their
+``metrics.json``: the STDP network per test image (S1, S2 and the decision layer as a readout),
+the spiking RBM per Gibbs step of its latest label-gain-1 sampling (a conventional binary RBM
+sampler is its bit-matched twin; the ratios hold per sample).
 """
 
 from __future__ import annotations
@@ -53,12 +58,14 @@ def report(run_dir: str) -> dict:
     import jax
     import jax.numpy as jnp
     import ml_collections
-    import numpy as np
 
     from jaxspike import energy, families
 
     with open(os.path.join(run_dir, "config.json")) as f:
-        saved = families.upgrade(json.load(f))
+        saved = json.load(f)
+    if "net" in saved or "rbm" in saved:
+        return _local_report(run_dir, saved)
+    saved = families.upgrade(saved)
     image_shape = tuple(saved.pop("image_shape"))
     for extra in ("num_train", "num_devices"):
         saved.pop(extra, None)
@@ -68,20 +75,35 @@ def report(run_dir: str) -> dict:
     example = {"image": jnp.zeros((num,) + image_shape), "label": jnp.zeros((num,), jnp.int32)}
     state = jax.eval_shape(objective.init, jax.random.key(0), example)
     shapes = energy.layer_shapes(lambda s, k: objective.energy(s, k, num), state, jax.random.key(0))
-    counts = _last_counts(run_dir)
-    # Logged counts are per-sample means; the report reads per-example arrays.
-    aux = {}
-    for name, c in counts.items():
-        node = aux
-        *parents, leaf = name.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = {"spike_count": np.array([c["spikes"]]), "firing_rate": np.array([c["firing_rate"]]),
-                      "synops": np.array([c["synops"]]), "macs": np.array([c["macs"]])}
-    full = energy.memory_energy_report(aux, shapes)
-    return {**energy.headline(full), "layers": {n: v["spike_rate"] for n, v in full["layers"].items()},
-            "num_steps": full["num_steps"], "matched_bits": full["matched_bits"],
-            "crossover_scale": full["neuromorphic"]["matched"]["crossover_scale"]}
+    return energy.summary(energy.per_sample_aux(_last_counts(run_dir)), shapes)
+
+
+def _local_report(run_dir: str, saved: dict) -> dict:
+    """The same for a run of :mod:`jaxspike.local`: the STDP network's test images, or the RBM's
+    samples (the default sampler's per-sample counts, priced per Gibbs step)."""
+    from jaxspike import energy
+    from jaxspike.models import rbm, spyketorch_net
+
+    path = os.path.join(run_dir, "metrics.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir}: no metrics.json (the run has not finished)")
+    with open(path) as f:
+        metrics = json.load(f)
+    if "net" in saved:
+        events = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_")}
+        if "synops1" not in events:
+            raise ValueError(f"{path} holds no test-image counts (test_synops1, ...): a front-end-only run?")
+        cfg = spyketorch_net.NetConfig(**saved["net"])
+        aux, shapes = spyketorch_net.energy_counts(events, cfg), spyketorch_net.energy_layers(cfg)
+    else:
+        tags = [k[len("sampling_energy_"):] for k in metrics if k.startswith("sampling_energy_gain1_")]
+        if not tags:
+            raise ValueError(f"{path} holds no sampler counts (sampling_energy_gain1_steps<N>)")
+        tag = tags[-1]  # the latest sampling of the run
+        cfg = rbm.RBMConfig(**saved["rbm"])
+        steps = int(tag.rsplit("steps", 1)[1])
+        aux, shapes = rbm.energy_counts(metrics[f"sampling_energy_{tag}"], cfg, steps), rbm.energy_layers(cfg)
+    return energy.summary(energy.per_sample_aux(aux), shapes)
 
 
 def _mean(rows: list[dict]) -> dict:

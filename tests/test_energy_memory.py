@@ -225,3 +225,75 @@ def test_shapes_must_match_aux():
         energy.snn_layer_energy({"synops": 1.0, "macs": 0.0, "spikes": 0.0}, SHAPES["l1"])
     with pytest.raises(ValueError, match="rate"):
         energy.uniform_activity_aux(SHAPES, 1.5)
+
+
+def test_per_sample_aux_round_trips_energy_report():
+    aux = _aux()
+    base = energy.energy_report(aux)["layers"]
+    means = {n: {"spikes": v["spikes"], "firing_rate": v["firing_rate"], "synops": v["synops"], "macs": v["macs"]}
+             for n, v in base.items()}
+    again = energy.per_sample_aux(means)
+    assert energy.summary(again, SHAPES) == energy.summary(aux, SHAPES)
+
+
+def test_rbm_priced_per_gibbs_step_by_hand():
+    from jaxspike.models import rbm
+
+    cfg = rbm.RBMConfig(num_visible=6, num_hidden=4, num_labels=0)
+    events = {"v_spikes": 30.0, "h_spikes": 20.0}  # per sample, over 10 Gibbs steps
+    counts = rbm.energy_counts(events, cfg, 10)
+    # per step: 3 visible spikes reach 4 hidden units, 2 hidden spikes reach 6 visible units
+    assert counts == {"hidden": {"spikes": 2.0, "synops": 12.0, "firing_rate": 0.5},
+                      "visible": {"spikes": 3.0, "synops": 12.0, "firing_rate": 0.5}}
+    steps = 10 * sum(c["synops"] for c in counts.values())
+    cfg_counts = {"v_spikes": np.array([30.0]), "h_spikes": np.array([20.0])}
+    assert steps == rbm.synaptic_events_per_sample(cfg_counts, cfg)["synops"]
+    shapes = rbm.energy_layers(cfg)
+    assert shapes["hidden"] == energy.LayerShape(neurons=4, weights=24, macs=24, num_steps=1, bias=False)
+    out = energy.summary(energy.per_sample_aux(counts), shapes)
+    # a conventional binary RBM sampler is the matched twin: 1-bit activations
+    assert out["num_steps"] == 1 and out["matched_bits"] == 1
+    # synaptic operations only: 24 events x 0.9 pJ against 2 x 24 MACs x 4.6 pJ per step
+    assert out["synops_only"] == pytest.approx(24 * 0.9 / (48 * 4.6))
+    assert out["layers"] == {"hidden": 0.5, "visible": 0.5}
+    with pytest.raises(ValueError, match="num_steps"):
+        rbm.energy_counts(events, cfg, 0)
+
+
+def test_stdp_network_priced_from_its_counts(key):
+    from jaxspike.models import spyketorch_net as net
+
+    cfg = net.NetConfig(c1=4, c2=6, per_class=1)
+    shapes = net.energy_layers(cfg)
+    assert shapes["s1"] == energy.LayerShape(neurons=28 * 28 * 4, weights=5 * 5 * 6 * 4, macs=784 * 5 * 5 * 6 * 4,
+                                             num_steps=15, bias=False)
+    assert shapes["s2"].neurons == 14 * 14 * 6 and shapes["s2"].macs == 196 * 3 * 3 * 4 * 6
+    assert not shapes["decision"].spiking and shapes["decision"].neurons == 4 * 4 * 10
+    images = jax.random.uniform(key, (2, 28, 28, 1))
+    _, aux = net.forward(net.init_params(key, cfg), images, cfg)
+    events = net.synaptic_events(aux)
+    counts = net.energy_counts(events, cfg)
+    assert counts["s1"]["spikes"] == events["spikes1"] and counts["decision"]["spikes"] == 0.0
+    out = energy.summary(energy.per_sample_aux(counts), shapes)
+    twin_pj = sum(s.macs for s in shapes.values()) * 4.6  # no biases
+    assert out["synops_only"] == pytest.approx(events["energy_nj_per_image"] * 1e3 / twin_pj, rel=1e-6)
+    assert out["layers"]["s1"] == pytest.approx(events["spikes1"] / (15 * 28 * 28 * 4))
+
+
+def test_energy_report_prices_local_run_folders(tmp_path):
+    """launch.energy_report reads a local-learning run's config.json and metrics.json."""
+    import json
+
+    from launch import energy_report
+    from jaxspike.models import rbm
+
+    cfg = rbm.RBMConfig(num_visible=6, num_hidden=4, num_labels=0)
+    (tmp_path / "config.json").write_text(json.dumps({"rbm": cfg._asdict(), "seed": 0}))
+    sampled = {"v_spikes": 30.0, "h_spikes": 20.0, "synops": 240.0, "energy_nj": 0.216}
+    (tmp_path / "metrics.json").write_text(json.dumps({"sampling_energy_gain1_steps10": sampled}))
+    row = energy_report.report(str(tmp_path))
+    assert row["synops_only"] == pytest.approx(24 * 0.9 / (48 * 4.6))
+    assert row["layers"] == {"hidden": 0.5, "visible": 0.5}
+    (tmp_path / "metrics.json").write_text(json.dumps({"final": {}}))
+    with pytest.raises(ValueError, match="no sampler counts"):
+        energy_report.report(str(tmp_path))

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspike import data
+from jaxspike import data, energy
 from jaxspike.models import rbm
 from jaxspike.train import io, resume
 
@@ -221,7 +221,10 @@ def sample_and_score(workdir: str, params, rcfg, metrics: dict, seed: int, sampl
         tag = f"gain{gain:g}" + (f"_anneal{anneal}" if anneal else "") + f"_steps{steps}"
         metrics[f"command_{tag}"] = command
         metrics[f"sample_s_{tag}"] = time.time() - t0
-        metrics[f"sampling_energy_{tag}"] = rbm.synaptic_events_per_sample(aux, rcfg)
+        events = rbm.synaptic_events_per_sample(aux, rcfg)
+        metrics[f"sampling_energy_{tag}"] = events
+        metrics[f"sampling_energy_mem_{tag}"] = energy.summary(
+            energy.per_sample_aux(rbm.energy_counts(events, rcfg, steps)), rbm.energy_layers(rcfg))
         np.save(os.path.join(workdir, f"samples_{tag}.npy"), images)
         per = sampling.num_samples // 10
         grid = np.concatenate([images[c * per : c * per + min(per, 10)] for c in range(10)])

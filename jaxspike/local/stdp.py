@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspike import augment, data
+from jaxspike import augment, data, energy
 from jaxspike.models import spyketorch_net as net
 from jaxspike.models import stdp_frontend
 from jaxspike.train import io, resume
@@ -319,7 +319,10 @@ def _run(cfg: Config, workdir: str, stop: resume.SignalCatcher, command: str, lo
         probe.fit(a.reshape(len(a), -1), y_train)
         metrics[f"probe_{name}_test_acc"] = float(probe.score(b.reshape(len(b), -1), test.labels))
     times["probe_s"] = time.time() - t0
-    metrics.update({f"test_{k}": v for k, v in net.synaptic_events(aux_test).items()})
+    events = net.synaptic_events(aux_test)
+    metrics.update({f"test_{k}": v for k, v in events.items()})
+    metrics["test_energy_mem"] = energy.summary(energy.per_sample_aux(net.energy_counts(events, netcfg)),
+                                                net.energy_layers(netcfg))
     times["train_total_s"] = times["stdp1_s"] + times["stdp2_s"] + times["features_s"] + times["rstdp_s"]
     metrics["times"] = times
     with open(os.path.join(workdir, "metrics.json"), "w") as f:

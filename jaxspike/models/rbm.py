@@ -52,10 +52,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspike import energy
+
 Array = jax.Array
 
 __all__ = ["RBMConfig", "Params", "init_params", "init_chain", "ecd_statistics", "ecd_update", "make_ecd_step", "sample",
-           "reconstruct", "classify", "check_params"]
+           "reconstruct", "classify", "check_params", "synaptic_events_per_sample", "energy_layers", "energy_counts"]
 
 
 class RBMConfig(NamedTuple):
@@ -423,3 +425,27 @@ def synaptic_events_per_sample(aux: dict, cfg: RBMConfig) -> dict:
     h = float(np.mean(np.asarray(aux["h_spikes"])))
     synops = v * cfg.num_hidden + h * cfg.num_visible
     return {"v_spikes": v, "h_spikes": h, "synops": synops, "energy_nj": synops * 0.9e-3}
+
+
+def energy_layers(cfg: RBMConfig) -> dict:
+    """Shapes of one Gibbs step for :func:`jaxspike.energy.memory_energy_report`: visible spikes
+    drive the hidden layer (``V -> H``), hidden spikes the visible one (``H -> V``).
+
+    One step each (``T = 1``): an analog RBM sampler runs the same number of
+    Gibbs steps, so the spiking sampler is compared step for step, and its
+    bit-matched twin (1-bit activations) is a conventional binary RBM sampler.
+    No biases, as :func:`synaptic_events_per_sample` (the label's clamped
+    drive is not counted either).
+    """
+    return {"hidden": energy.dense_shape(cfg.num_visible, cfg.num_hidden, 1, bias=False),
+            "visible": energy.dense_shape(cfg.num_hidden, cfg.num_visible, 1, bias=False)}
+
+
+def energy_counts(events: dict, cfg: RBMConfig, num_steps: int) -> dict[str, dict[str, float]]:
+    """Per-sample counts of :func:`synaptic_events_per_sample` over ``num_steps`` Gibbs steps ->
+    per-step ``{layer: {spikes, firing_rate, synops}}`` for :func:`energy_layers`."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    v, h = float(events["v_spikes"]) / num_steps, float(events["h_spikes"]) / num_steps
+    return {"hidden": {"spikes": h, "synops": v * cfg.num_hidden, "firing_rate": h / cfg.num_hidden},
+            "visible": {"spikes": v, "synops": h * cfg.num_visible, "firing_rate": v / cfg.num_visible}}

@@ -32,12 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspike import stdp
+from jaxspike import energy, stdp
 
 Array = jax.Array
 
 __all__ = ["NetConfig", "Params", "init_params", "encode", "forward", "features", "decision_potentials", "decide", "make_stdp_step",
-           "make_rstdp_epoch", "synaptic_events"]
+           "make_rstdp_epoch", "synaptic_events", "energy_layers", "energy_counts"]
 
 
 class NetConfig(NamedTuple):
@@ -337,3 +337,30 @@ def synaptic_events(aux: dict) -> dict:
     out["synops_total"] = out["synops1"] + out["synops2"] + out["synops3"]
     out["energy_nj_per_image"] = out["synops_total"] * 0.9e-3
     return out
+
+
+def energy_layers(cfg: NetConfig) -> dict[str, energy.LayerShape]:
+    """Shapes of one image's pass for :func:`jaxspike.energy.memory_energy_report`.
+
+    S1 and S2 are spiking convolutions without bias; the decision layer
+    integrates for ``T`` steps and emits no spikes (a readout). The DoG front
+    end is analog filtering shared by the spiking network and its twin and is
+    not counted by either; pooling is free.
+    """
+    t = cfg.num_steps
+    return {
+        "s1": energy.conv_shape((28, 28), (28, 28), 5, _DOG.shape[-1], cfg.c1, t, bias=False),
+        "s2": energy.conv_shape((14, 14), (14, 14), 3, cfg.c1, cfg.c2, t, bias=False),
+        "decision": energy.conv_shape((4, 4), (4, 4), 5, cfg.c2, cfg.num_classes * cfg.per_class, t, bias=False,
+                                      spiking=False),
+    }
+
+
+def energy_counts(events: dict, cfg: NetConfig) -> dict[str, dict[str, float]]:
+    """Per-image mean counts of :func:`synaptic_events` -> ``{layer: {spikes, firing_rate, synops}}``
+    for the layers of :func:`energy_layers`."""
+    shapes = energy_layers(cfg)
+    spikes = {"s1": events["spikes1"], "s2": events["spikes2"], "decision": 0.0}
+    synops = {"s1": events["synops1"], "s2": events["synops2"], "decision": events["synops3"]}
+    return {n: {"spikes": float(spikes[n]), "synops": float(synops[n]),
+                "firing_rate": float(spikes[n]) / (s.num_steps * s.neurons)} for n, s in shapes.items()}
