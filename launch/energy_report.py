@@ -23,6 +23,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 
 from absl import app, flags
 
@@ -118,12 +119,23 @@ def _mean(rows: list[dict]) -> dict:
     return out
 
 
+def _layer_rates(layers: dict) -> str:
+    """``name rate, ...``; a sampler's repeated calls (``call_<k>/<layer>``) averaged per layer."""
+    groups: dict[str, list[float]] = {}
+    for name, rate in layers.items():
+        match = re.fullmatch(r"call_\d+/(.+)", name)
+        groups.setdefault(match.group(1) if match else name, []).append(rate)
+    text = ", ".join(f"{k} {sum(v) / len(v):.3f}" for k, v in groups.items())
+    calls = max(len(v) for v in groups.values())
+    return text if calls == 1 else f"{text}; each the mean over {calls} calls"
+
+
 def table(named: list[tuple[str, dict, int]]) -> str:
     head = ("| run | seeds | T | spike rate (per layer) | synops only | neuromorphic vs fp32 | vs int8 | vs matched "
             "| accelerator vs matched | crossover rate (neuromorphic, matched) | activity scale to win |")
     lines = [head, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r, seeds in named:
-        per_layer = ", ".join(f"{k} {v:.3f}" for k, v in r["layers"].items())
+        per_layer = _layer_rates(r["layers"])
         lines.append(
             f"| {name} | {seeds} | {int(r['num_steps'])} | {r['spike_rate']:.3f} ({per_layer}) | {r['synops_only']:.2f}x "
             f"| {r['neuromorphic/fp32']:.2f}x | {r['neuromorphic/int8']:.2f}x | {r['neuromorphic/matched']:.2f}x "

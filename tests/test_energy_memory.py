@@ -297,3 +297,11 @@ def test_energy_report_prices_local_run_folders(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"final": {}}))
     with pytest.raises(ValueError, match="no sampler counts"):
         energy_report.report(str(tmp_path))
+
+
+def test_report_table_averages_a_samplers_calls_per_layer():
+    from launch import energy_report
+
+    rates = {"call_00/a": 0.1, "call_00/b": 0.0, "call_01/a": 0.3, "call_01/b": 0.0}
+    assert energy_report._layer_rates(rates) == "a 0.200, b 0.000; each the mean over 2 calls"
+    assert energy_report._layer_rates({"dec0": 0.087, "readout": 0.0}) == "dec0 0.087, readout 0.000"
