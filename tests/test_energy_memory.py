@@ -284,24 +284,24 @@ def test_energy_report_prices_local_run_folders(tmp_path):
     """launch.energy_report reads a local-learning run's config.json and metrics.json."""
     import json
 
-    from launch import energy_report
+    from launch import energy_tables
     from jaxspike.models import rbm
 
     cfg = rbm.RBMConfig(num_visible=6, num_hidden=4, num_labels=0)
     (tmp_path / "config.json").write_text(json.dumps({"rbm": cfg._asdict(), "seed": 0}))
     sampled = {"v_spikes": 30.0, "h_spikes": 20.0, "synops": 240.0, "energy_nj": 0.216}
     (tmp_path / "metrics.json").write_text(json.dumps({"sampling_energy_gain1_steps10": sampled}))
-    row = energy_report.report(str(tmp_path))
+    row = energy_tables.price_run(str(tmp_path))
     assert row["synops_only"] == pytest.approx(24 * 0.9 / (48 * 4.6))
     assert row["layers"] == {"hidden": 0.5, "visible": 0.5}
     (tmp_path / "metrics.json").write_text(json.dumps({"final": {}}))
     with pytest.raises(ValueError, match="no sampler counts"):
-        energy_report.report(str(tmp_path))
+        energy_tables.price_run(str(tmp_path))
 
 
 def test_report_table_averages_a_samplers_calls_per_layer():
-    from launch import energy_report
+    from launch import energy_tables
 
     rates = {"call_00/a": 0.1, "call_00/b": 0.0, "call_01/a": 0.3, "call_01/b": 0.0}
-    assert energy_report._layer_rates(rates) == "a 0.200, b 0.000; each the mean over 2 calls"
-    assert energy_report._layer_rates({"dec0": 0.087, "readout": 0.0}) == "dec0 0.087, readout 0.000"
+    assert energy_tables.layer_rates(rates) == "a 0.200, b 0.000; each the mean over 2 calls"
+    assert energy_tables.layer_rates({"dec0": 0.087, "readout": 0.0}) == "dec0 0.087, readout 0.000"

@@ -374,9 +374,9 @@ def test_periodic_evaluation_is_logged(tmp_path, monkeypatch):
     twin_pj = (8 * 16 + 16 * 784) * 4.6 + (16 + 784) * 0.9
     np.testing.assert_allclose(evals[0]["energy_mem/synops_only"], evals[0]["energy/energy_pj"] / twin_pj, rtol=1e-6)
     # launch.energy_report prices the same logged counts from the run folder alone
-    from launch import energy_report
+    from launch import energy_tables
 
-    row = energy_report.report(str(tmp_path))
+    row = energy_tables.price_run(str(tmp_path))
     for key in ("synops_only", "neuromorphic/matched", "accelerator/int8", "neuromorphic/matched/crossover_rate"):
         assert row[key] == pytest.approx(evals[0][f"energy_mem/{key}"], rel=1e-6), key
     # the whole test split is scored: ELBO = -(recon + KL), reconstruction MSE in [0, 1]
