@@ -19,6 +19,7 @@ def _random_net(key, sizes=(20, 32, 16, 10)):
     return net
 
 
+@pytest.mark.slow
 def test_rates_approach_activations_as_T_grows():
     net = _random_net(jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (64, 20))

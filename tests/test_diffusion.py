@@ -201,6 +201,7 @@ def test_energy_counts_every_denoiser_call():
     assert reports[6]["macs"] == pytest.approx(2 * reports[3]["macs"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_twin_energy_is_its_macs_per_call_times_the_calls():
     macs = {}
     for k in (3, 6):

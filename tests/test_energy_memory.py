@@ -260,7 +260,7 @@ def test_rbm_priced_per_gibbs_step_by_hand():
         rbm.energy_counts(events, cfg, 0)
 
 
-def test_stdp_network_priced_from_its_counts(key):
+def test_stdp_network_priced_from_its_counts():
     from jaxspike.models import spyketorch_net as net
 
     cfg = net.NetConfig(c1=4, c2=6, per_class=1)
@@ -269,15 +269,18 @@ def test_stdp_network_priced_from_its_counts(key):
                                              num_steps=15, bias=False)
     assert shapes["s2"].neurons == 14 * 14 * 6 and shapes["s2"].macs == 196 * 3 * 3 * 4 * 6
     assert not shapes["decision"].spiking and shapes["decision"].neurons == 4 * 4 * 10
-    images = jax.random.uniform(key, (2, 28, 28, 1))
-    _, aux = net.forward(net.init_params(key, cfg), images, cfg)
+    # per-example counts of two images, as net.forward's aux holds them
+    aux = {"spikes_in": np.array([100.0, 120.0]), "spikes1": np.array([40.0, 60.0]), "spikes2_in": np.array([20.0, 30.0]),
+           "spikes2": np.array([10.0, 14.0]), "spikes3_in": np.array([5.0, 7.0]),
+           "synops1": np.array([9e4, 1.1e5]), "synops2": np.array([5e3, 7e3]), "synops3": np.array([4e3, 6e3])}
     events = net.synaptic_events(aux)
     counts = net.energy_counts(events, cfg)
-    assert counts["s1"]["spikes"] == events["spikes1"] and counts["decision"]["spikes"] == 0.0
+    assert counts["s1"] == {"spikes": 50.0, "synops": 1e5, "firing_rate": 50.0 / (15 * 28 * 28 * 4)}
+    assert counts["decision"] == {"spikes": 0.0, "synops": 5e3, "firing_rate": 0.0}
     out = energy.summary(energy.per_sample_aux(counts), shapes)
     twin_pj = sum(s.macs for s in shapes.values()) * 4.6  # no biases
     assert out["synops_only"] == pytest.approx(events["energy_nj_per_image"] * 1e3 / twin_pj, rel=1e-6)
-    assert out["layers"]["s1"] == pytest.approx(events["spikes1"] / (15 * 28 * 28 * 4))
+    assert out["layers"] == pytest.approx({"s1": 50.0 / (15 * 3136), "s2": 12.0 / (15 * 1176), "decision": 0.0})
 
 
 def test_energy_report_prices_local_run_folders(tmp_path):

@@ -186,6 +186,7 @@ def test_corrupt_checkpoint_is_reported_and_previous_used(reference_run, tmp_pat
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_sweep_equals_individual_runs(reference_run, tmp_path):
     ref_dir, ref = reference_run
     sweep = train.train(smoke(seeds="0,1", num_grid=2), str(tmp_path / "sweep"))
@@ -424,6 +425,7 @@ def test_relaxed_temperature_follows_its_schedule(monkeypatch):
     np.testing.assert_allclose(seen, [start, start * (end / start) ** (1000 / steps), end], rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["mnist", pytest.param("celeb_a", marks=pytest.mark.slow)])
 def test_tfds_variant_trains_on_mock_data(tmp_path, variant):
     """The full-data configs run the real TFDS loading code (here on tfds' mock data)."""

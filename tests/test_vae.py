@@ -311,6 +311,7 @@ def test_mixture_prior_samples_one_component_per_sample():
         vae.SpikingVAE(**TINY, prior="mixture", num_components=0).init(jax.random.key(0), x, jax.random.key(1))
 
 
+@pytest.mark.slow
 def test_gaussian_mixture_kl_and_the_analog_twins_mixture_prior():
     from jaxspike import losses
 
