@@ -342,3 +342,69 @@ def test_gaussian_mixture_kl_and_the_analog_twins_mixture_prior():
     assert np.isfinite(float(loss)) and float(terms["kl"]) > 0
     with pytest.raises(ValueError, match="latent_kind='gaussian'"):
         vae.AnalogVAE(latent=2, latent_kind="bernoulli", prior="mixture").init(jax.random.key(0), x, jax.random.key(1))
+
+
+def test_prior_full_kl_trains_the_prior_below_the_floor_and_leaves_the_loss_alone():
+    model = vae.SpikingVAE(**TINY, prior="mixture", num_components=3)
+    x = _images(8)
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    key = jax.random.key(2)
+    # A floor of 1000 nats: every unit is below it; a flat likelihood leaves the KL's gradients alone.
+    grad = lambda full: jax.grad(lambda p: vae_family.elbo_loss(  # noqa: E731
+        model, p, x, key, free_bits=1e3, prior_full_kl=full, likelihood="gaussian", sigma=1e9)[0])(params)
+    loss_fb = vae_family.elbo_loss(model, params, x, key, free_bits=1e3)[0]
+    loss_full = vae_family.elbo_loss(model, params, x, key, free_bits=1e3, prior_full_kl=True)[0]
+    assert float(loss_full) == pytest.approx(float(loss_fb), rel=1e-6)
+    shielded, full = grad(False), grad(True)
+    assert float(jnp.max(jnp.abs(shielded["component_logits"]))) == 0.0  # the floor starves the prior
+    # With prior_full_kl the prior gets the full KL's gradient; the encoder still gets none.
+    g_kl = jax.grad(lambda c: jnp.mean(jnp.sum(vae_family.losses.bernoulli_mixture_kl(
+        jax.lax.stop_gradient(model.apply({"params": params}, x, key)[1]["q"]), c, params["mixture_logits"])[0], 1)))(
+        params["component_logits"])
+    np.testing.assert_allclose(full["component_logits"], g_kl, rtol=1e-4, atol=1e-7)
+    assert float(jnp.max(jnp.abs(full["to_latent"]["kernel"]))) < 1e-6
+
+
+def test_fit_mixture_prior_recovers_prototypes_and_never_raises_the_bound():
+    from jaxspike import losses
+
+    protos = jnp.where(jax.random.uniform(jax.random.key(0), (3, 4, 6)) < 0.5, 0.9, 0.1)
+    which = np.arange(300) % 3
+    q = jnp.clip(protos[which] + 0.05 * jax.random.normal(jax.random.key(1), (300, 4, 6)), 0.01, 0.99)
+
+    def bound(iters):
+        logits, mix = vae_family.fit_mixture_prior(q, 3, jax.random.key(2), iters=iters)
+        kl_units, kl_component, _ = losses.bernoulli_mixture_kl(jnp.swapaxes(q, 0, 1), logits, mix)
+        return float(jnp.mean(jnp.sum(kl_units, 1) + kl_component)), logits, mix
+
+    bounds = [bound(i)[0] for i in (1, 2, 5, 20)]
+    assert all(b1 <= b0 + 1e-5 for b0, b1 in zip(bounds, bounds[1:])), bounds  # EM: the bound never rises
+    _, logits, mix = bound(20)
+    assert logits.shape == (3, 4, 6) and mix.shape == (3,)
+    np.testing.assert_allclose(np.exp(mix), 1 / 3, atol=1e-3)
+    fitted = np.asarray(jax.nn.sigmoid(logits)).reshape(3, -1)
+    truth = np.asarray(protos).reshape(3, -1)
+    # each prototype is one component (up to order), its rates within 0.02
+    err = np.abs(fitted[:, None] - truth[None]).max(-1)
+    assert sorted(err.argmin(1).tolist()) == [0, 1, 2] and err.min(1).max() < 0.02
+    same = vae_family.fit_mixture_prior(q, 3, jax.random.key(2), iters=20)
+    np.testing.assert_array_equal(same[0], logits)
+    for bad, match in ((dict(num_components=0), "num_components"), (dict(num_components=301), "num_components"),
+                       (dict(num_components=3, iters=0), "iters")):
+        with pytest.raises(ValueError, match=match):
+            vae_family.fit_mixture_prior(q, key=jax.random.key(0), **bad)
+    with pytest.raises(ValueError, match=r"\[N, T, L\]"):
+        vae_family.fit_mixture_prior(q[0], 3, jax.random.key(0))
+
+
+def test_posterior_probs_are_the_models_q():
+    model = vae.SpikingVAE(**TINY)
+    x = _images(10)
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    q = vae_family.posterior_probs(model, params, x, jax.random.key(3), batch_size=4)
+    assert q.shape == (10, TINY["num_steps"], TINY["latent"])
+    # latency and rate codings are deterministic for q only through the key: same key, same q
+    q1 = vae_family.posterior_probs(model, params, x[:4], jax.random.key(3), batch_size=4)
+    np.testing.assert_array_equal(q[:4], q1)
+    _, aux = model.apply({"params": params}, x[:4], jax.random.fold_in(jax.random.key(3), 0), train=False)
+    np.testing.assert_allclose(q1, jnp.swapaxes(aux["q"], 0, 1), rtol=1e-6)

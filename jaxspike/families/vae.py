@@ -27,7 +27,8 @@ from jaxspike.models.vae import LIKELIHOODS, AnalogVAE, SpikingVAE
 
 Array = jax.Array
 
-__all__ = ["ELBO", "build", "make_model", "elbo_loss", "analog_elbo_loss", "annealed", "vae_objective"]
+__all__ = ["ELBO", "build", "make_model", "elbo_loss", "analog_elbo_loss", "annealed", "vae_objective",
+           "posterior_probs", "fit_mixture_prior"]
 
 # Fields of config.model that configure the family, not the flax module.
 _FAMILY_FIELDS = ("name", "frontend", "frontend_cache")
@@ -57,6 +58,11 @@ class ELBO:
         (:func:`annealed`).
       kl_warmup_steps: the KL weight ramps linearly from 0 over this many
         updates; 0 = off.
+      prior_full_kl: with a learned mixture prior and free bits, train the
+        prior on the full KL (the posterior held fixed) and apply the floor
+        to the encoder only. Without it, a unit below the floor sends no
+        gradient to the prior either, and the components stay where they
+        started.
     """
 
     likelihood: str = "bernoulli"
@@ -69,6 +75,7 @@ class ELBO:
     temperature_end: float = 1.0
     temperature_steps: int = 1
     kl_warmup_steps: int = 0
+    prior_full_kl: bool = False
 
     def __post_init__(self):
         def bad(field, what):
@@ -91,7 +98,8 @@ class ELBO:
     def terms(self) -> dict:
         """The keyword arguments of :func:`elbo_loss` that do not change over training."""
         return dict(likelihood=self.likelihood, sigma=self.sigma, kl_weight=self.kl_weight,
-                    mmd_weight=self.mmd_weight, free_bits=self.free_bits, spike_weight=self.spike_weight)
+                    mmd_weight=self.mmd_weight, free_bits=self.free_bits, spike_weight=self.spike_weight,
+                    prior_full_kl=self.prior_full_kl)
 
 
 def annealed(start: float, end: float, steps: int, step) -> Array:
@@ -126,6 +134,7 @@ def elbo_loss(
     mmd_weight: float = 0.0,
     free_bits: float = 0.0,
     spike_weight: float = 0.0,
+    prior_full_kl: bool = False,
     train: bool = True,
     features: Array | None = None,
     frontend: stdp_frontend.STDPFrontEnd | None = None,
@@ -147,6 +156,9 @@ def elbo_loss(
     regulariser, as in Zenke & Vogels 2021, "The remarkable robustness of
     surrogate gradient learning"). ``terms["elbo"] = -(NLL + KL)`` is always
     the unmodified bound; ``terms`` also carries the model ``aux``.
+    ``prior_full_kl`` (mixture prior): the floor shields the encoder only;
+    the prior's parameters follow the gradient of the full KL with the
+    posterior held fixed (the loss value is unchanged).
     ``features``, ``frontend``: a frozen STDP front end and its cached output
     (see :meth:`SpikingVAE.encode`).
     """
@@ -168,7 +180,16 @@ def elbo_loss(
         # Components in use: the perplexity of the batch's mean component posterior.
         r_bar = jnp.mean(r, axis=0)
         terms["mix_perplexity"] = jnp.exp(-jnp.sum(r_bar * jnp.log(jnp.maximum(r_bar, 1e-30))))
-    if free_bits > 0:
+    if free_bits > 0 and prior_full_kl and model.prior == "mixture":
+        sg = jax.lax.stop_gradient
+        enc_units, enc_component, _ = losses.bernoulli_mixture_kl(
+            aux["q"], sg(params["component_logits"]), sg(params["mixture_logits"]))
+        pri_units, pri_component, _ = losses.bernoulli_mixture_kl(
+            sg(aux["q"]), params["component_logits"], params["mixture_logits"])
+        prior_kl = jnp.mean(jnp.sum(pri_units, axis=1) + pri_component)
+        kl_penalty = (jnp.sum(jnp.maximum(free_bits, jnp.mean(enc_units, axis=0))) + jnp.mean(enc_component)
+                      + prior_kl - sg(prior_kl))
+    elif free_bits > 0:
         kl_penalty = jnp.sum(jnp.maximum(free_bits, jnp.mean(kl_units, axis=0))) + jnp.mean(kl_component)
     else:
         kl_penalty = jnp.mean(kl)
@@ -213,6 +234,82 @@ def analog_elbo_loss(
         kl = losses.gaussian_kl(aux["mu"], aux["logvar"])
     loss = jnp.mean(recon + kl_weight * kl)
     return loss, {"loss": loss, "recon": jnp.mean(recon), "kl": jnp.mean(kl), "elbo": -jnp.mean(recon + kl), "aux": aux}
+
+
+# ---------------------------------------------------------------------------
+# The mixture prior fitted to the aggregate posterior after training.
+
+
+def posterior_probs(model: SpikingVAE, params, images, key: Array, *, batch_size: int = 500,
+                    frontend: stdp_frontend.STDPFrontEnd | None = None) -> Array:
+    """The encoder's spike probabilities ``q [N, T, L]`` for ``images [N, H, W, C]`` (eval mode)."""
+    if model.estimator == "autoregressive":
+        raise ValueError("posterior_probs needs a factorised posterior (estimator 'relaxed' or 'straight_through')")
+
+    @jax.jit
+    def probs(x, k):
+        def run(m):
+            h, _ = m.encode(x, k, frontend=frontend)
+            return m.posterior_sample(h, k, train=False)[1]
+
+        return jnp.swapaxes(model.apply({"params": params}, method=run), 0, 1)
+
+    images = jnp.asarray(images)
+    parts = [probs(images[lo:lo + batch_size], jax.random.fold_in(key, i))
+             for i, lo in enumerate(range(0, images.shape[0], batch_size))]
+    return jnp.concatenate(parts, axis=0)
+
+
+def fit_mixture_prior(q: Array, num_components: int, key: Array, *, iters: int = 50, floor: float = 1e-3):
+    """A mixture of ``K`` Bernoulli spike processes fitted to posterior spike probabilities by EM.
+
+    Minimises the training loss's KL bound (:func:`jaxspike.losses.bernoulli_mixture_kl`)
+    summed over ``q`` by exact coordinate descent: the E-step is the bound's
+    optimal component posterior ``r``, the M-step sets each component's
+    firing probabilities to the ``r``-weighted mean of ``q`` and its weight
+    to its share of ``r`` (a mixture of Bernoullis fitted to soft data; each
+    step lowers the bound). This is ex-post density estimation of the
+    aggregate posterior (Ghosh et al. 2020, "From variational to
+    deterministic autoencoders"): with a free-bits floor most latent units sit
+    at the floor, where the training KL sends the prior no gradient, and the
+    components stay near where they started.
+
+    Args:
+      q: ``[N, T, L]`` posterior probabilities of the training images.
+      num_components: ``K``, ``1 <= K <= N``.
+      key: picks the ``K`` posteriors the components start from.
+      iters: EM iterations.
+      floor: firing probabilities are kept in ``[floor, 1 - floor]``.
+
+    Returns:
+      ``(component_logits [K, T, L], mixture_logits [K])``, the parameters of
+      :class:`~jaxspike.models.vae.SpikingVAE`'s ``prior="mixture"``.
+    """
+    if q.ndim != 3:
+        raise ValueError(f"q must be [N, T, L] posterior probabilities, got shape {q.shape}")
+    n = q.shape[0]
+    if not obj.is_int(num_components) or not 1 <= num_components <= n:
+        raise ValueError(f"num_components={num_components!r}: need an int in [1, {n}] (the number of posteriors)")
+    if not obj.is_int(iters) or iters < 1:
+        raise ValueError(f"iters={iters!r}: need an int >= 1")
+    if not 0.0 < floor < 0.5:
+        raise ValueError(f"floor={floor!r}: need 0 < floor < 0.5")
+    flat = jnp.reshape(q, (n, -1)).astype(jnp.float32)
+    start = jax.random.choice(key, n, (num_components,), replace=False)
+    p0 = jnp.clip(flat[start], 0.05, 0.95)
+
+    def em(_, carry):
+        p, log_pi = carry
+        log_lik = flat @ jnp.log(p).T + (1.0 - flat) @ jnp.log1p(-p).T + log_pi  # [N, K]
+        r = jax.nn.softmax(log_lik, axis=1)
+        counts = jnp.sum(r, axis=0)
+        p = jnp.clip((r.T @ flat) / jnp.maximum(counts, 1e-12)[:, None], floor, 1.0 - floor)
+        return p, jnp.log(jnp.maximum(counts, 1e-12) / n)
+
+    p, log_pi = jax.jit(lambda p, lp: jax.lax.fori_loop(0, iters, em, (p, lp)))(
+        p0, jnp.full((num_components,), -jnp.log(num_components)))
+    logits = jnp.log(p) - jnp.log1p(-p)
+    return logits.reshape((num_components,) + q.shape[1:]), log_pi
 
 
 # ---------------------------------------------------------------------------
