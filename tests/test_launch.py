@@ -81,6 +81,27 @@ def test_bad_config_variant_and_missing_workdir(tmp_path):
     assert proc.returncode != 0 and "--workdir" in proc.stderr
 
 
+def test_fit_prior_writes_a_new_run_that_samples(trained, tmp_path):
+    workdir, _ = trained
+    out = str(tmp_path / "fitted")
+    proc = run("launch.fit_prior", f"--workdir={workdir}", f"--out={out}", "--num_components=5", "--iters=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "K=5 prior fitted to 4000 train posteriors" in proc.stdout
+    with open(os.path.join(out, "config.json")) as f:
+        saved = json.load(f)
+    assert saved["model"]["num_components"] == 5 and saved["prior_fit"]["source"] == os.path.abspath(workdir)
+    assert {"checkpoints", "samples_4.png", "recons_4.png"} <= set(os.listdir(out))
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["model"]["num_components"] != 5  # the trained run is left as it was
+    npy = str(tmp_path / "s.npy")
+    proc = run("launch.sample", f"--workdir={out}", "--num=4", f"--out={npy}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert np.load(npy).shape == (4, 28, 28, 1)
+    for args, match in (((f"--out={workdir}",), "must be a new folder"), ((f"--out={out}",), "already holds a run")):
+        proc = run("launch.fit_prior", f"--workdir={workdir}", *args)
+        assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
+
+
 def test_sample_without_checkpoint_is_a_clear_error(tmp_path):
     proc = run("launch.sample", f"--workdir={tmp_path}", "--num=4", f"--out={tmp_path / 's.npy'}")
     assert proc.returncode == 2 and "--workdir" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

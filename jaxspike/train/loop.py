@@ -603,6 +603,34 @@ class _Runner:
 # Trained models.
 
 
+def evaluate_run(config: ml_collections.ConfigDict, objective: Objective, state, workdir: str, step: int) -> dict:
+    """Scores one run's ``state`` as the loop scores its last step, into ``workdir``.
+
+    Writes the sample and reconstruction grids (``config.num_grid``) and,
+    when ``config.eval_every`` is set, the evaluation row (``test/...``,
+    ``eval/...``, ``energy/...``) into ``workdir/metrics.jsonl``; returns the
+    row (``{}`` without evaluation). For tools that change a trained state
+    outside the loop (e.g. ``launch.fit_prior``).
+    """
+    data_dir = config.data.data_dir or None
+    limit = int(config.data.max_examples) or None
+    train_split, eval_split = _splits(config)
+    train_ds = data_lib.load(config.data.name, train_split, data_dir=data_dir, binarize=config.data.binarize,
+                             max_examples=limit)
+    test_ds = data_lib.load(config.data.name, eval_split, data_dir=data_dir, binarize=config.data.binarize,
+                            max_examples=limit)
+    runner = _Runner(config, objective, train_ds, test_ds, [int(config.seed)], False, [0], [workdir], [], None, step)
+    try:
+        if int(config.num_grid):
+            runner.write_grids(step, state)
+        if int(config.eval_every):
+            runner.evaluate(step, state)
+    finally:
+        for board in runner.boards:
+            board.close()
+    return runner.last_rows[0]
+
+
 def load_trained(workdir: str):
     """``(config, objective, state, image_shape)`` of the newest readable checkpoint in ``workdir``.
 

@@ -11,6 +11,12 @@ Headline (seeds 0-2): feature FID 69.9 +- 4.8 against the N(0, I) twin's
 87.5 +- 3.5, class entropy 2.28, test MSE 0.021, 0.23x the twin's energy per
 sample; recall 0.36 against the twin's 0.89 (results/vae.md).
 
+The prior trained in the loop stays near where it started (below the free-bits
+floor the KL sends it no gradient); refit it to the aggregate posterior after
+training for diverse samples (results/vae.md):
+
+    python -m launch.fit_prior --workdir=runs/svae --out=runs/svae_prior512 --num_components=512
+
 Variants (``vae.py:<variant>``): ``analog`` the twin (ReLU, Gaussian latent;
 ``--config.model.prior=mixture`` for a Gaussian-mixture prior), ``stdp`` a
 frozen STDP front end (results/local.md), ``smoke`` the tests' tiny run,
