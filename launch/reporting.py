@@ -36,12 +36,15 @@ FINAL_KEYS = (
     "eval/fid", "eval/inception_score", "eval/precision", "eval/recall", "eval/class_entropy",
     "eval/coverage", "eval/density", "energy/energy_pj", "energy/spikes_per_sample", "energy/synops",
     "energy/macs", "mode_collapse",
+    # the second feature space, pixels and copying (jaxspike.metrics.evaluate_samples)
+    "eval/space2/fid", "eval/space2/precision", "eval/space2/recall", "eval/space2/coverage",
+    "eval/mid_grey_frac", "eval/ref_mid_grey_frac", "eval/memorisation", "eval/memorisation_base",
 )
 # The numbers it keeps of every evaluation over training.
 EVAL_KEYS = ("eval/fid", "eval/inception_score", "eval/precision", "eval/recall", "eval/class_entropy",
              "eval/coverage", "eval/density")
 # config.json fields that say where a run ran, not what it trained.
-_NOT_CONFIG = ("image_shape", "num_train", "num_devices", "progress", "seed", "seeds")
+_NOT_CONFIG = ("image_shape", "num_train", "num_devices", "progress", "seed", "seeds", "prior_fit")
 # Fields renamed since older runs: the neuron settings moved under model.neuron.
 _RENAMED = {
     "model.beta": "model.neuron.beta",
@@ -284,6 +287,8 @@ def record(run: dict, row: str) -> dict:
         rec["steps_per_s"] = run["steps_per_s"]
     if len(run["evals"]) > 1:
         rec["evals"] = run["evals"]
+    if "prior_fit" in run["config"]:  # a run refitted by launch.fit_prior
+        rec["prior_fit"] = run["config"]["prior_fit"]
     if unknown:
         rec["fields_gone"] = {name: _flatten(run["config"]).get(name) for name in unknown}
     return rec
@@ -388,6 +393,8 @@ def from_record(rec: dict) -> dict:
     run["config_arg"], run["overrides"] = rec["config"], dict(rec.get("overrides", {}))
     run["config"] = full_config(rec["config"], run["overrides"])
     run["config"]["seed"] = rec.get("seed", (rec.get("seeds") or [0])[0])
+    if "prior_fit" in rec:
+        run["config"]["prior_fit"] = rec["prior_fit"]
     run.setdefault("evals", [])
     if "energy_uj" not in run and "energy/energy_pj" in run:
         run["energy_uj"] = run["energy/energy_pj"] / 1e6
@@ -481,7 +488,7 @@ def cell(runs: list[dict], key: str, fmt: str) -> str:
         r = runs[0]  # kept as the page published it: mean and std over its seeds
         std = r.get("std", {}).get(key)
         return fmt.format(r[key]) + (f" ± {fmt.format(std)}" if len(r["seeds"]) > 1 and std is not None else "")
-    values = [r[key] for r in runs if key in r]
+    values = [r[key] for r in runs if key in r and not (isinstance(r[key], float) and math.isnan(r[key]))]
     if not values:
         return "-"
     mean, std = mean_std(values)

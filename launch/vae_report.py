@@ -47,12 +47,26 @@ _OUT = flags.DEFINE_string("out", "", "Markdown file to write (empty: stdout).")
 _FIGURES = flags.DEFINE_string("figures", "", "Folder for the PNG figures (empty: a temporary folder, not kept).")
 _TABLES = flags.DEFINE_string("tables", "", "Comma-separated sections to write (empty: the whole page).")
 
-SECTIONS = ("targets", "results", "tsweep", "samples", "notes", "commands")
+SECTIONS = ("targets", "results", "spaces", "tsweep", "samples", "notes", "commands")
 
 # The VAE targets on mnist5k.
 TARGET_ENTROPY = 2.2
 TARGET_MSE = 0.03
 ENERGY_FRACTION = 1.0 / 3.0
+
+# Both feature spaces, pixels and copying: (column title, metrics key, format).
+SPACE_COLUMNS = (
+    ("FID", "eval/fid", "{:.1f}"),
+    ("FID (space 2)", "eval/space2/fid", "{:.1f}"),
+    ("precision", "eval/precision", "{:.2f}"),
+    ("precision (space 2)", "eval/space2/precision", "{:.2f}"),
+    ("recall", "eval/recall", "{:.2f}"),
+    ("recall (space 2)", "eval/space2/recall", "{:.2f}"),
+    ("coverage", "eval/coverage", "{:.2f}"),
+    ("coverage (space 2)", "eval/space2/coverage", "{:.2f}"),
+    ("mid-grey share", "eval/mid_grey_frac", "{:.3f}"),
+    ("memorisation", "eval/memorisation", "{:.2f}"),
+)
 
 # (column title, metrics key, format)
 COLUMNS = (
@@ -68,8 +82,22 @@ COLUMNS = (
 )
 
 
+def fit_command(fit: dict, workdir: str) -> str:
+    """``launch.fit_prior`` command of a refitted run (its ``config.json``'s ``prior_fit`` record)."""
+    source = fit["source"]
+    if os.path.isabs(source) and not os.path.relpath(source).startswith(".."):
+        source = os.path.relpath(source)
+    extra = "".join(f" --{name}={fit[name]}" for name, default in (("iters", 50), ("seed", 0))
+                    if fit.get(name, default) != default)
+    return (f"python -m launch.fit_prior --workdir={source} --out={workdir} "
+            f"--num_components={fit['num_components']}{extra}")
+
+
 def command(summary: dict, workdir: str) -> str:
-    """``launch.train`` command of a VAE run (flags that differ from ``launch/configs/vae.py``)."""
+    """``launch.train`` command of a VAE run (flags that differ from ``launch/configs/vae.py``);
+    ``launch.fit_prior``'s for a run it refitted."""
+    if "prior_fit" in summary["config"]:
+        return fit_command(summary["config"]["prior_fit"], workdir)
     if "overrides" in summary:  # a summary record names its config
         return reporting.command(summary, workdir)
     analog = summary["config"]["model"]["name"] == "analog_vae"
@@ -174,6 +202,17 @@ def build(entries: list[tuple[str, str | None]], headline: str | None, analog: s
             cells = [cell(runs, key, fmt) for _, key, fmt in COLUMNS]
             lines.append(f"| {name} | " + " | ".join(desc) + f" | {runs[0]['step']} | {num_seeds(runs)} | "
                          + " | ".join(cells) + f" | {cell(runs, 'train_s', '{:.0f}')} |")
+        lines.append("")
+    if want("spaces"):
+        lines += _head(tables, "Both feature spaces", "Mid-grey share: pixels in (0.1, 0.9); memorisation: samples "
+                       "nearer a training digit than any test digit (`results/README.md`).")
+        lines += ["| run | " + " | ".join(c[0] for c in SPACE_COLUMNS) + " |", "|---|" + "---:|" * len(SPACE_COLUMNS)]
+        for name, _, runs in loaded:
+            lines.append(f"| {name} | " + " | ".join(cell(runs, key, fmt) for _, key, fmt in SPACE_COLUMNS) + " |")
+        refs = [(value(runs, "eval/ref_mid_grey_frac"), value(runs, "eval/memorisation_base"))
+                for _, _, runs in loaded if all(k in runs[0] for k in ("eval/ref_mid_grey_frac", "eval/memorisation_base"))]
+        if refs:
+            lines += [f"| real test digits | - | - | - | - | - | - | - | - | {refs[0][0]:.3f} | {refs[0][1]:.2f} |"]
         lines.append("")
     truns = [reporting.load_one(p, summary) for p in tsweep]
     if truns and want("tsweep"):

@@ -200,3 +200,26 @@ def test_a_vmapped_sweep_summarises_to_one_command(tmp_path):
     runs = [reporting.from_record(r) for r in reporting.run_records(f"rs={sweep}")]
     assert reporting.commands("rs", None, runs, "vae", vae_report.command) == [
         "- rs: `python -m launch.train --config=launch/configs/vae.py --workdir=runs/vae/rs --seeds=0,1`"]
+
+
+def test_both_spaces_table_and_a_refitted_runs_command(tmp_path):
+    trained, fitted = str(tmp_path / "svae"), str(tmp_path / "svae_fit")
+    _run(trained, fid=70.0, entropy=2.28, mse=0.021, energy_pj=0.6e6)
+    _run(fitted, fid=30.0, entropy=2.29, mse=0.021, energy_pj=0.7e6, overrides={"model.num_components": 512})
+    for path, extra in ((trained, {"eval/space2/fid": 180.0, "eval/space2/recall": 0.25}),
+                        (fitted, {"eval/space2/fid": 80.0, "eval/space2/recall": 0.56})):
+        with open(os.path.join(path, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps({"step": 100, "eval/fid": 30.0 if path == fitted else 70.0, "eval/recall": 0.4,
+                                "eval/mid_grey_frac": 0.2, "eval/ref_mid_grey_frac": 0.088,
+                                "eval/memorisation": 0.9, "eval/memorisation_base": 0.67,
+                                "energy/energy_pj": 1e6, **extra}) + "\n")
+    # A refitted run: launch.fit_prior's record, no training rows.
+    config = io.read_json(os.path.join(fitted, "config.json"))
+    config["prior_fit"] = {"source": trained, "split": "train", "num_components": 512, "iters": 50, "seed": 0}
+    io.write_json(os.path.join(fitted, "config.json"), config)
+    text = vae_report.build([("trained", trained), ("fitted", fitted)], None, None, [], "", "", str(tmp_path / "f"),
+                            tables=["spaces", "commands"])
+    assert "| trained | 70.0 | 180.0 | - | - | 0.40 | 0.25 | - | - | 0.200 | 0.90 |" in text
+    assert "| fitted | 30.0 | 80.0 |" in text and "| real test digits |" in text and "| 0.088 | 0.67 |" in text
+    assert f"- fitted: `python -m launch.fit_prior --workdir={trained} --out={fitted} --num_components=512`" in text
+    assert "- trained: `python -m launch.train --config=launch/configs/vae.py" in text
