@@ -328,7 +328,10 @@ def run_records(spec: str) -> list[dict]:
         if os.path.exists(metrics) and "kind" in (read_rows(metrics) or [{}])[0]:
             records += convert_records(name, path)
         else:
-            records += [record(run, name) for run in load_entry(path)]
+            runs = load_entry(path)
+            sweep = command_summary(path, runs)["config"].get("seeds")  # a vmapped sweep's folder says so
+            records += [record({**run, "config": {**run["config"], "seeds": sweep}} if sweep else run, name)
+                        for run in runs]
     return records
 
 

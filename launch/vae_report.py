@@ -28,6 +28,7 @@ goes to stdout.
 from __future__ import annotations
 
 import os
+import re
 
 from absl import app, flags
 
@@ -87,6 +88,8 @@ def fit_command(fit: dict, workdir: str) -> str:
     source = fit["source"]
     if os.path.isabs(source) and not os.path.relpath(source).startswith(".."):
         source = os.path.relpath(source)
+    if os.path.basename(workdir) == "seed_K":  # one line for a row's seeds: the source's seed is K too
+        source = re.sub(r"seed_\d+$", "seed_K", source)
     extra = "".join(f" --{name}={fit[name]}" for name, default in (("iters", 50), ("seed", 0))
                     if fit.get(name, default) != default)
     return (f"python -m launch.fit_prior --workdir={source} --out={workdir} "

@@ -200,6 +200,14 @@ def test_a_vmapped_sweep_summarises_to_one_command(tmp_path):
     runs = [reporting.from_record(r) for r in reporting.run_records(f"rs={sweep}")]
     assert reporting.commands("rs", None, runs, "vae", vae_report.command) == [
         "- rs: `python -m launch.train --config=launch/configs/vae.py --workdir=runs/vae/rs --seeds=0,1`"]
+    # As the loop writes a sweep: each seed folder reads as a single run, the sweep's own config.json holds seeds.
+    for seed in (0, 1):
+        config = io.read_json(os.path.join(sweep, f"seed_{seed}", "config.json"))
+        io.write_json(os.path.join(sweep, f"seed_{seed}", "config.json"), {**config, "seeds": ""})
+    io.write_json(os.path.join(sweep, "config.json"), {**config, "seed": 0, "seeds": "0,1"})
+    runs = [reporting.from_record(r) for r in reporting.run_records(f"rs={sweep}")]
+    assert reporting.commands("rs", None, runs, "vae", vae_report.command) == [
+        "- rs: `python -m launch.train --config=launch/configs/vae.py --workdir=runs/vae/rs --seeds=0,1`"]
 
 
 def test_both_spaces_table_and_a_refitted_runs_command(tmp_path):
