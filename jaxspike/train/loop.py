@@ -162,6 +162,15 @@ def _splits(config) -> tuple[str, str]:
     return ("train_fit", "validation") if config.data.validation else ("train", "test")
 
 
+def _load_splits(config) -> tuple[data_lib.Dataset, data_lib.Dataset]:
+    """The training and the scored split of ``config.data`` (see :func:`_splits`)."""
+    data_dir = config.data.data_dir or None
+    # Sets too large for memory (celeb_a) train on their first data.max_examples images (0 = all).
+    limit = int(config.data.max_examples) or None
+    return tuple(data_lib.load(config.data.name, split, data_dir=data_dir, binarize=config.data.binarize,
+                               max_examples=limit) for split in _splits(config))
+
+
 def _flatten(prefix: str, value: Any, out: dict) -> dict:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -239,14 +248,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_change: tupl
             f"config.batch_size={batch_size} is not divisible by the {mesh.size} devices of the 'data' mesh axis; "
             f"use a multiple of {mesh.size} or set config.num_devices"
         )
-    data_dir = config.data.data_dir or None
-    # Sets too large for memory (celeb_a) train on their first data.max_examples images (0 = all).
-    limit = int(config.data.max_examples) or None
-    train_split, eval_split = _splits(config)
-    train_ds = data_lib.load(config.data.name, train_split, data_dir=data_dir, binarize=config.data.binarize,
-                             max_examples=limit)
-    test_ds = data_lib.load(config.data.name, eval_split, data_dir=data_dir, binarize=config.data.binarize,
-                            max_examples=limit)
+    train_ds, test_ds = _load_splits(config)
     if batch_size > len(train_ds.labels):
         raise ConfigError(f"config.batch_size={batch_size} exceeds the {len(train_ds.labels)} training examples")
     image_shape = data_lib.image_shape(train_ds)
@@ -612,13 +614,7 @@ def evaluate_run(config: ml_collections.ConfigDict, objective: Objective, state,
     row (``{}`` without evaluation). For tools that change a trained state
     outside the loop (e.g. ``launch.fit_prior``).
     """
-    data_dir = config.data.data_dir or None
-    limit = int(config.data.max_examples) or None
-    train_split, eval_split = _splits(config)
-    train_ds = data_lib.load(config.data.name, train_split, data_dir=data_dir, binarize=config.data.binarize,
-                             max_examples=limit)
-    test_ds = data_lib.load(config.data.name, eval_split, data_dir=data_dir, binarize=config.data.binarize,
-                            max_examples=limit)
+    train_ds, test_ds = _load_splits(config)
     runner = _Runner(config, objective, train_ds, test_ds, [int(config.seed)], False, [0], [workdir], [], None, step)
     try:
         if int(config.num_grid):
