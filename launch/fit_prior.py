@@ -51,7 +51,7 @@ def main(argv):
 
     import jax
 
-    from jaxspike import data, families, train
+    from jaxspike import families, train
     from jaxspike.families import vae
     from jaxspike.train import io
 
@@ -66,9 +66,8 @@ def main(argv):
     if m.get("frontend"):
         _fail("runs with a frozen STDP front end (model.frontend) are not supported")
     model = vae.make_model(config, image_shape)
+    ds, _ = train.load_splits(config)
     split = "train_fit" if config.data.validation else "train"
-    ds = data.load(config.data.name, split, data_dir=config.data.data_dir or None, binarize=config.data.binarize,
-                   max_examples=int(config.data.max_examples) or None)
     if not 1 <= _K.value <= len(ds.images):
         _fail(f"--num_components={_K.value}: need 1 <= K <= {len(ds.images)} (the {split} split's images)")
     k_enc, k_fit, k_init = jax.random.split(jax.random.key(_SEED.value), 3)

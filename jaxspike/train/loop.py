@@ -162,8 +162,8 @@ def _splits(config) -> tuple[str, str]:
     return ("train_fit", "validation") if config.data.validation else ("train", "test")
 
 
-def _load_splits(config) -> tuple[data_lib.Dataset, data_lib.Dataset]:
-    """The training and the scored split of ``config.data`` (see :func:`_splits`)."""
+def load_splits(config) -> tuple[data_lib.Dataset, data_lib.Dataset]:
+    """The training and the scored split of ``config.data``: train / test, or train_fit / validation."""
     data_dir = config.data.data_dir or None
     # Sets too large for memory (celeb_a) train on their first data.max_examples images (0 = all).
     limit = int(config.data.max_examples) or None
@@ -248,7 +248,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, allow_change: tupl
             f"config.batch_size={batch_size} is not divisible by the {mesh.size} devices of the 'data' mesh axis; "
             f"use a multiple of {mesh.size} or set config.num_devices"
         )
-    train_ds, test_ds = _load_splits(config)
+    train_ds, test_ds = load_splits(config)
     if batch_size > len(train_ds.labels):
         raise ConfigError(f"config.batch_size={batch_size} exceeds the {len(train_ds.labels)} training examples")
     image_shape = data_lib.image_shape(train_ds)
@@ -614,7 +614,7 @@ def evaluate_run(config: ml_collections.ConfigDict, objective: Objective, state,
     row (``{}`` without evaluation). For tools that change a trained state
     outside the loop (e.g. ``launch.fit_prior``).
     """
-    train_ds, test_ds = _load_splits(config)
+    train_ds, test_ds = load_splits(config)
     runner = _Runner(config, objective, train_ds, test_ds, [int(config.seed)], False, [0], [workdir], [], None, step)
     try:
         if int(config.num_grid):
