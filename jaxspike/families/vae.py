@@ -169,9 +169,10 @@ def elbo_loss(
     if model.prior == "uniform_rate":
         kl_units = losses.uniform_rate_kl_per_unit(aux["q"], aux["z"])  # [B, L], a one-sample estimate
     elif model.prior == "mixture":
-        kl_units, kl_component, r = losses.bernoulli_mixture_kl(  # [B, L], [B], [B, K]
-            aux["q"], params["component_logits"], params["mixture_logits"]
-        )
+        prior = (params["component_logits"], params["mixture_logits"])
+        # With prior_full_kl and a floor, this KL reaches the encoder only; the prior gets the full KL below.
+        shielded = jax.lax.stop_gradient(prior) if prior_full_kl and free_bits > 0 else prior
+        kl_units, kl_component, r = losses.bernoulli_mixture_kl(aux["q"], *shielded)  # [B, L], [B], [B, K]
     else:
         kl_units = losses.bernoulli_kl_per_unit(aux["q"], aux["p"])  # [B, L], summed over time
     kl = jnp.sum(kl_units, axis=1) + kl_component
@@ -180,17 +181,12 @@ def elbo_loss(
         # Components in use: the perplexity of the batch's mean component posterior.
         r_bar = jnp.mean(r, axis=0)
         terms["mix_perplexity"] = jnp.exp(-jnp.sum(r_bar * jnp.log(jnp.maximum(r_bar, 1e-30))))
-    if free_bits > 0 and prior_full_kl and model.prior == "mixture":
-        sg = jax.lax.stop_gradient
-        enc_units, enc_component, _ = losses.bernoulli_mixture_kl(
-            aux["q"], sg(params["component_logits"]), sg(params["mixture_logits"]))
-        pri_units, pri_component, _ = losses.bernoulli_mixture_kl(
-            sg(aux["q"]), params["component_logits"], params["mixture_logits"])
-        prior_kl = jnp.mean(jnp.sum(pri_units, axis=1) + pri_component)
-        kl_penalty = (jnp.sum(jnp.maximum(free_bits, jnp.mean(enc_units, axis=0))) + jnp.mean(enc_component)
-                      + prior_kl - sg(prior_kl))
-    elif free_bits > 0:
+    if free_bits > 0:
         kl_penalty = jnp.sum(jnp.maximum(free_bits, jnp.mean(kl_units, axis=0))) + jnp.mean(kl_component)
+        if prior_full_kl and model.prior == "mixture":
+            pri_units, pri_component, _ = losses.bernoulli_mixture_kl(jax.lax.stop_gradient(aux["q"]), *prior)
+            prior_kl = jnp.mean(jnp.sum(pri_units, axis=1) + pri_component)
+            kl_penalty = kl_penalty + prior_kl - jax.lax.stop_gradient(prior_kl)  # gradient only, value unchanged
     else:
         kl_penalty = jnp.mean(kl)
     loss = jnp.mean(recon) + kl_weight * kl_penalty
