@@ -122,6 +122,25 @@ def test_tensorboard_events_hold_the_metrics_and_grids(reference_run):
     assert {s for tag, s, _ in events if tag == "samples"} == {2, 4}
 
 
+def test_event_writer_leaves_torch_unimported_and_importable(tmp_path):
+    """tensorboardX imports PyTorch at import when it is installed (seconds per process); the
+    run folder's event writer loads it without, and a later `import torch` still works."""
+    script = textwrap.dedent(f"""
+        import importlib.util, sys
+        from jaxspike.train import io
+        writer = io.TensorBoardWriter({str(tmp_path)!r})
+        writer.scalars({{"step": 1, "loss": 0.5}})
+        writer.close()
+        assert "torch" not in sys.modules, "tensorboardX pulled in torch"
+        if importlib.util.find_spec("torch") is not None:
+            import torch  # noqa: F401
+        print("OK")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stderr[-2000:]
+    assert [(tag, step) for tag, step, _ in _events(str(tmp_path))] == [("loss", 1)]
+
+
 def test_resume_equals_uninterrupted_bit_for_bit(reference_run, tmp_path):
     workdir, result = reference_run
     first = train.train(smoke(total_steps=2), str(tmp_path))
