@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import child_env
 from jaxspike.families import gan as gan_family
 from jaxspike import metrics as metrics_lib
 from jaxspike import train
@@ -82,9 +83,7 @@ def test_gan_resume_equals_uninterrupted(gan_run, tmp_path):
 def test_sample_writes_ema_generator_images(gan_run, tmp_path):
     workdir, result = gan_run
     out = str(tmp_path / "s.npy")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env()
     proc = subprocess.run([sys.executable, "-m", "launch.sample", f"--workdir={workdir}", "--num=6", f"--out={out}",
                            "--seed=1", "--chunk=4"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -13,15 +13,14 @@ import time
 import numpy as np
 import pytest
 
+from conftest import child_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "--config=launch/configs/vae.py:smoke"
 
 
 def run(module, *args, devices=1, timeout=240):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=child_env(devices), capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -110,8 +109,7 @@ def test_sample_without_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint(tmp_path):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env()
     args = [sys.executable, "-m", "launch.train", SMOKE, f"--workdir={tmp_path}", "--config.total_steps=100000",
             "--config.checkpoint_every=100000", "--config.num_grid=0"]
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -205,8 +203,7 @@ def test_stdp_bad_flag_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_stdp_sigterm_stops_cleanly(tmp_path):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env()
     proc = subprocess.Popen([sys.executable, "-m", "launch.stdp", f"--workdir={tmp_path}", *STDP_SMOKE], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # config.json is written once the signal handler is in place, before data loading and compiling.

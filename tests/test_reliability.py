@@ -21,6 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import child_env
 from jaxspike import train
 from jaxspike.train import io, resume
 from launch.configs import vae as vae_config
@@ -188,8 +189,7 @@ def test_a_folder_without_a_checkpoint_takes_a_new_config(tmp_path):
 
 
 def _launch(*args, timeout=300):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
-               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     return subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -226,8 +226,7 @@ def test_kill_9_at_random_points_resumes_to_the_same_weights(reference, tmp_path
     assert _launch(*args, f"--workdir={whole}").returncode == 0
     cut = tmp_path / "cut"
     rng = random.Random(0)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
-               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     for _ in range(2):
         proc = subprocess.Popen([sys.executable, "-m", "launch.train", *args, f"--workdir={cut}"], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

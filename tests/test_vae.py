@@ -350,17 +350,18 @@ def test_prior_full_kl_trains_the_prior_below_the_floor_and_leaves_the_loss_alon
     params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
     key = jax.random.key(2)
     # A floor of 1000 nats: every unit is below it; a flat likelihood leaves the KL's gradients alone.
-    grad = lambda full: jax.grad(lambda p: vae_family.elbo_loss(  # noqa: E731
-        model, p, x, key, free_bits=1e3, prior_full_kl=full, likelihood="gaussian", sigma=1e9)[0])(params)
-    loss_fb = vae_family.elbo_loss(model, params, x, key, free_bits=1e3)[0]
-    loss_full = vae_family.elbo_loss(model, params, x, key, free_bits=1e3, prior_full_kl=True)[0]
-    assert float(loss_full) == pytest.approx(float(loss_fb), rel=1e-6)
-    shielded, full = grad(False), grad(True)
+    # Each function is jitted: run op by op, the model's scans compile hundreds of small programs.
+    loss = jax.jit(lambda p, full: vae_family.elbo_loss(model, p, x, key, free_bits=1e3, prior_full_kl=full)[0],
+                   static_argnums=1)
+    grad = jax.jit(jax.grad(lambda p, full: vae_family.elbo_loss(
+        model, p, x, key, free_bits=1e3, prior_full_kl=full, likelihood="gaussian", sigma=1e9)[0]), static_argnums=1)
+    assert float(loss(params, True)) == pytest.approx(float(loss(params, False)), rel=1e-6)
+    shielded, full = grad(params, False), grad(params, True)
     assert float(jnp.max(jnp.abs(shielded["component_logits"]))) == 0.0  # the floor starves the prior
     # With prior_full_kl the prior gets the full KL's gradient; the encoder still gets none.
-    g_kl = jax.grad(lambda c: jnp.mean(jnp.sum(vae_family.losses.bernoulli_mixture_kl(
-        jax.lax.stop_gradient(model.apply({"params": params}, x, key)[1]["q"]), c, params["mixture_logits"])[0], 1)))(
-        params["component_logits"])
+    q = jax.jit(lambda p: model.apply({"params": p}, x, key)[1]["q"])(params)
+    g_kl = jax.jit(jax.grad(lambda c: jnp.mean(jnp.sum(vae_family.losses.bernoulli_mixture_kl(
+        q, c, params["mixture_logits"])[0], 1))))(params["component_logits"])
     np.testing.assert_allclose(full["component_logits"], g_kl, rtol=1e-4, atol=1e-7)
     assert float(jnp.max(jnp.abs(full["to_latent"]["kernel"]))) < 1e-6
 
