@@ -44,19 +44,28 @@ def load_runs(spec: str, summary: str = "") -> list[tuple[str, list[dict]]]:
     return runs
 
 
+def _fmt(row: dict, key: str, fmt: str) -> str:
+    return fmt.format(row[key]) if row.get(key) is not None else "-"
+
+
 def table(runs: list[tuple[str, list[dict]]]) -> str:
-    lines = ["| run | T | feature FID | FID / analog | IS | class entropy | pixel MAE vs analog | spikes/sample | "
-             "energy nJ/sample |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    """One row per T, scored in both feature spaces (rows kept from a page that scored only the
+    first show "-" in the second)."""
+    lines = ["| run | T | feature FID | FID / analog | FID (space 2) | space 2 / analog | recall | recall (space 2) | "
+             "IS | class entropy | mid-grey share | pixel MAE vs analog | spikes/sample | energy nJ/sample |",
+             "|---|---:|" + "---:|" * 12]
     for name, rows in runs:
         analog = rows[0]
         for r in rows:
             t = "analog" if r["kind"] == "analog" else str(r["T"])
-            energy = "-" if r.get("energy_nj") is None else f"{r['energy_nj']:.0f}"
-            spikes = f"{r['spikes_per_sample']:.0f}" if "spikes_per_sample" in r else "-"
-            mae = f"{r['pixel_mae_vs_analog']:.4f}" if "pixel_mae_vs_analog" in r else "-"
             ratio = r.get("fid_over_analog", r["fid"] / analog["fid"])
-            lines.append(f"| {name} | {t} | {r['fid']:.1f} | {ratio:.3f} | {r['inception_score']:.2f} | "
-                         f"{r['class_entropy']:.2f} | {mae} | {spikes} | {energy} |")
+            ratio2 = r["space2/fid"] / analog["space2/fid"] if "space2/fid" in r and "space2/fid" in analog else None
+            cells = [f"{r['fid']:.1f}", f"{ratio:.3f}", _fmt(r, "space2/fid", "{:.1f}"),
+                     "-" if ratio2 is None else f"{ratio2:.3f}", _fmt(r, "recall", "{:.2f}"),
+                     _fmt(r, "space2/recall", "{:.2f}"), f"{r['inception_score']:.2f}", f"{r['class_entropy']:.2f}",
+                     _fmt(r, "mid_grey_frac", "{:.3f}"), _fmt(r, "pixel_mae_vs_analog", "{:.4f}"),
+                     _fmt(r, "spikes_per_sample", "{:.0f}"), _fmt(r, "energy_nj", "{:.0f}")]
+            lines.append(f"| {name} | {t} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,7 @@ and ``--p_runs`` (``LABEL=DIR``, e.g. ``0.2=DIR``; ``LABEL=ROW`` with a
 summary) give the plots of quality against T and against the noise firing
 probability. ``--walk`` embeds a latent-walk picture made by
 ``launch.gan_walk``; ``--notes`` (markdown) is copied in after the tables.
-``--tables`` writes only the named sections (``targets``, ``results``,
+``--tables`` writes only the named sections (``targets``, ``results``, ``spaces``,
 ``training``, ``t_sweep``, ``p_sweep``, ``walk``, ``samples``, ``notes``,
 ``commands``) without the page heading; with no ``--out`` the markdown goes
 to stdout.
@@ -43,7 +43,7 @@ _OUT = flags.DEFINE_string("out", "", "Markdown file to write (empty: stdout).")
 _FIGURES = flags.DEFINE_string("figures", "", "Folder for the PNG figures (empty: a temporary folder, not kept).")
 _TABLES = flags.DEFINE_string("tables", "", "Comma-separated sections to write (empty: the whole page).")
 
-SECTIONS = ("targets", "results", "training", "t_sweep", "p_sweep", "walk", "samples", "notes", "commands")
+SECTIONS = ("targets", "results", "spaces", "training", "t_sweep", "p_sweep", "walk", "samples", "notes", "commands")
 
 # The GAN targets on mnist5k.
 TARGET_ENTROPY = 2.2
@@ -201,6 +201,8 @@ def build(entries, headline, analog, t_runs, p_runs, walk, notes, out, figures, 
             lines.append(f"| {name} | " + " | ".join(describe(runs[0]["config"])) + f" | {runs[0]['step']} | "
                          f"{num_seeds(runs)} | " + " | ".join(cell(runs, key, fmt) for _, key, fmt in COLUMNS) + " |")
         lines.append("")
+    if want("spaces"):
+        lines += _head(tables, "Both feature spaces", reporting.SPACES_INTRO) + reporting.spaces_table(loaded) + [""]
     if want("training"):
         lines += _training_section(loaded, tables)
     t_summaries = sorted((reporting.load_one(p, summary) for p in t_runs),

@@ -305,6 +305,8 @@ def _name(path: str) -> str:
 
 # The numbers a record keeps of each row of a launch.convert folder (one row per T, and the analog original).
 CONVERT_KEYS = ("kind", "T", "fid", "inception_score", "precision", "recall", "class_entropy", "coverage", "density",
+                "space2/fid", "space2/precision", "space2/recall", "space2/coverage", "mid_grey_frac",
+                "ref_mid_grey_frac", "memorisation", "memorisation_base",
                 "pixel_mae_vs_analog", "spikes_per_sample", "synops", "macs", "energy_nj")
 
 
@@ -507,3 +509,34 @@ def copy_grid(summary: dict, kind: str, dest: str) -> str | None:
         return None
     shutil.copyfile(src, dest)
     return dest
+
+
+# Both feature spaces, pixels and copying: (column title, metrics key, format).
+SPACE_COLUMNS = (
+    ("FID", "eval/fid", "{:.1f}"),
+    ("FID (space 2)", "eval/space2/fid", "{:.1f}"),
+    ("precision", "eval/precision", "{:.2f}"),
+    ("precision (space 2)", "eval/space2/precision", "{:.2f}"),
+    ("recall", "eval/recall", "{:.2f}"),
+    ("recall (space 2)", "eval/space2/recall", "{:.2f}"),
+    ("coverage", "eval/coverage", "{:.2f}"),
+    ("coverage (space 2)", "eval/space2/coverage", "{:.2f}"),
+    ("mid-grey share", "eval/mid_grey_frac", "{:.3f}"),
+    ("memorisation", "eval/memorisation", "{:.2f}"),
+)
+SPACES_INTRO = ("Mid-grey share: pixels in (0.1, 0.9); memorisation: samples nearer a training digit than any test "
+                "digit (`results/README.md`).")
+
+
+def spaces_table(loaded: list[tuple[str, str | None, list[dict]]]) -> list[str]:
+    """Markdown rows: every run in both feature spaces, its mid-grey share and memorisation,
+    then the real test digits' own mid-grey share and memorisation base rate."""
+    lines = ["| run | " + " | ".join(c[0] for c in SPACE_COLUMNS) + " |", "|---|" + "---:|" * len(SPACE_COLUMNS)]
+    for name, _, runs in loaded:
+        lines.append(f"| {name} | " + " | ".join(cell(runs, key, fmt) for _, key, fmt in SPACE_COLUMNS) + " |")
+    refs = [(value(runs, "eval/ref_mid_grey_frac"), value(runs, "eval/memorisation_base"))
+            for _, _, runs in loaded if all(k in runs[0] for k in ("eval/ref_mid_grey_frac", "eval/memorisation_base"))]
+    if refs:
+        lines.append("| real test digits | " + " | ".join(["-"] * (len(SPACE_COLUMNS) - 2))
+                     + f" | {refs[0][0]:.3f} | {refs[0][1]:.2f} |")
+    return lines

@@ -55,20 +55,6 @@ TARGET_ENTROPY = 2.2
 TARGET_MSE = 0.03
 ENERGY_FRACTION = 1.0 / 3.0
 
-# Both feature spaces, pixels and copying: (column title, metrics key, format).
-SPACE_COLUMNS = (
-    ("FID", "eval/fid", "{:.1f}"),
-    ("FID (space 2)", "eval/space2/fid", "{:.1f}"),
-    ("precision", "eval/precision", "{:.2f}"),
-    ("precision (space 2)", "eval/space2/precision", "{:.2f}"),
-    ("recall", "eval/recall", "{:.2f}"),
-    ("recall (space 2)", "eval/space2/recall", "{:.2f}"),
-    ("coverage", "eval/coverage", "{:.2f}"),
-    ("coverage (space 2)", "eval/space2/coverage", "{:.2f}"),
-    ("mid-grey share", "eval/mid_grey_frac", "{:.3f}"),
-    ("memorisation", "eval/memorisation", "{:.2f}"),
-)
-
 # (column title, metrics key, format)
 COLUMNS = (
     ("test ELBO (nats)", "test/elbo", "{:.1f}"),
@@ -207,16 +193,7 @@ def build(entries: list[tuple[str, str | None]], headline: str | None, analog: s
                          + " | ".join(cells) + f" | {cell(runs, 'train_s', '{:.0f}')} |")
         lines.append("")
     if want("spaces"):
-        lines += _head(tables, "Both feature spaces", "Mid-grey share: pixels in (0.1, 0.9); memorisation: samples "
-                       "nearer a training digit than any test digit (`results/README.md`).")
-        lines += ["| run | " + " | ".join(c[0] for c in SPACE_COLUMNS) + " |", "|---|" + "---:|" * len(SPACE_COLUMNS)]
-        for name, _, runs in loaded:
-            lines.append(f"| {name} | " + " | ".join(cell(runs, key, fmt) for _, key, fmt in SPACE_COLUMNS) + " |")
-        refs = [(value(runs, "eval/ref_mid_grey_frac"), value(runs, "eval/memorisation_base"))
-                for _, _, runs in loaded if all(k in runs[0] for k in ("eval/ref_mid_grey_frac", "eval/memorisation_base"))]
-        if refs:
-            lines += [f"| real test digits | - | - | - | - | - | - | - | - | {refs[0][0]:.3f} | {refs[0][1]:.2f} |"]
-        lines.append("")
+        lines += _head(tables, "Both feature spaces", reporting.SPACES_INTRO) + reporting.spaces_table(loaded) + [""]
     truns = [reporting.load_one(p, summary) for p in tsweep]
     if truns and want("tsweep"):
         plot = os.path.join(figures, "quality_vs_T.png")

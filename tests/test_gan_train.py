@@ -206,6 +206,8 @@ def test_gan_report_averages_seeds_and_checks_targets(tmp_path):
                  "energy/energy_pj": energy_pj},
                 {"step": last, "d_loss": 1.0, "time/elapsed_s": 5.0},
                 {"step": last, "eval/fid": fid, "eval/class_entropy": 2.25, "eval/recall": 0.6,
+                 "eval/space2/fid": 3 * fid, "eval/space2/recall": 0.55, "eval/mid_grey_frac": 0.1,
+                 "eval/ref_mid_grey_frac": 0.088, "eval/memorisation": 0.7, "eval/memorisation_base": 0.67,
                  "energy/energy_pj": energy_pj}]
         (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
@@ -226,6 +228,9 @@ def test_gan_report_averages_seeds_and_checks_targets(tmp_path):
     assert "| feature FID <= analog twin's (both at 10 steps) | 110.0 vs 130.0 | **met** |" in text
     assert "(0.25x) | **met** |" in text and "| recall >= 0.5 | 0.60 | **met** |" in text
     assert "--config.seed=1" in text  # each seed's command
+    # Both feature spaces, the pixels' mid-grey share and memorisation beside the real digits'.
+    assert "| spk | 110.0 ± 14.1 | 330.0 ± 42.4 | - | - | 0.60 ± 0.00 | 0.55 ± 0.00 | - | - | 0.100 ± 0.000 |" in text
+    assert "| real test digits |" in text and "| 0.088 | 0.67 |" in text
     # Each row names its generator: the twin's noise distribution as it ran.
     assert "| ana | analog (Gaussian noise) |" in text and "| ana_u | analog (U(0,1) noise) |" in text
     assert "--config.model.noise=uniform" in text

@@ -171,8 +171,10 @@ def test_convert_summary_and_report_cli(tmp_path):
     conv = tmp_path / "agan_converted"
     conv.mkdir()
     (conv / "config.json").write_text(json.dumps({"coding": "uniform_rate", "command": "launch/convert.py --Ts=4"}))
-    rows = [{"T": 0, "kind": "analog", "fid": 100.0, "inception_score": 4.0, "class_entropy": 2.1, "energy_nj": 2525.0},
+    rows = [{"T": 0, "kind": "analog", "fid": 100.0, "inception_score": 4.0, "class_entropy": 2.1, "energy_nj": 2525.0,
+             "space2/fid": 300.0},
             {"T": 4, "kind": "converted", "fid": 110.0, "inception_score": 3.9, "class_entropy": 2.0,
+             "space2/fid": 330.0, "recall": 0.5, "space2/recall": 0.45, "mid_grey_frac": 0.15,
              "pixel_mae_vs_analog": 0.12, "spikes_per_sample": 481.0, "energy_nj": 312.0, "sim_s": 1.0}]
     (conv / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -186,7 +188,7 @@ def test_convert_summary_and_report_cli(tmp_path):
     assert "sim_s" not in records[1]
     out = run("launch.convert_report", f"--summary={summary}")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "| GAN u | 4 | 110.0 | 1.100 | 3.90 | 2.00 | 0.1200 | 481 | 312 |" in out.stdout
+    assert "| GAN u | 4 | 110.0 | 1.100 | 330.0 | 1.100 | 0.50 | 0.45 | 3.90 | 2.00 | 0.150 | 0.1200 | 481 | 312 |" in out.stdout
     assert out.stdout == run("launch.convert_report", f"--runs=GAN u={conv}").stdout
 
 
