@@ -78,7 +78,6 @@ def main(argv):
         params = state.params
         net = convert.from_analog_vae_decoder(model, params)
         noise_kind = "binary" if model.latent_kind == "bernoulli" else "gaussian"
-        noise_dim = m.latent
 
         def sample_noise(key, n):
             return model.sample_prior(key, n)
