@@ -30,13 +30,13 @@ import pytest  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def child_env(devices: int = 1, **extra: str) -> dict:
+def child_env(devices: int = 1) -> dict:
     """The environment of a test's subprocess (a launch script, a helper): CPU, ``devices``
     fake devices, the repository importable, and this session's other XLA flags, so that it
     compiles at the tests' optimisation level and shares their compilation cache."""
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-               XLA_FLAGS=" ".join(flags + [f"--xla_force_host_platform_device_count={devices}"]), **extra)
+               XLA_FLAGS=" ".join(flags + [f"--xla_force_host_platform_device_count={devices}"]))
     env["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
     return env
 

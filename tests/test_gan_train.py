@@ -16,14 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import child_env
+from conftest import REPO, child_env
 from jaxspike.families import gan as gan_family
 from jaxspike import metrics as metrics_lib
 from jaxspike import train
 from jaxspike.train import io
 from launch.configs import gan as gan_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def smoke(variant="smoke", **overrides):

@@ -13,9 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import child_env
+from conftest import REPO, child_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "--config=launch/configs/vae.py:smoke"
 
 

@@ -21,12 +21,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import child_env
+from conftest import REPO, child_env
 from jaxspike import train
 from jaxspike.train import io, resume
 from launch.configs import vae as vae_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def smoke(**overrides):
