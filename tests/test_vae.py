@@ -409,3 +409,48 @@ def test_posterior_probs_are_the_models_q():
     np.testing.assert_array_equal(q[:4], q1)
     _, aux = model.apply({"params": params}, x[:4], jax.random.fold_in(jax.random.key(3), 0), train=False)
     np.testing.assert_allclose(q1, jnp.swapaxes(aux["q"], 0, 1), rtol=1e-6)
+
+
+def test_adversary_trains_the_decoder_against_a_discriminator_and_changes_nothing_else():
+    from jaxspike import families, objective
+    from launch.configs import vae as vae_config
+
+    def build(weight, start=0):
+        config = vae_config.get_config("smoke")
+        config.loss.adversary.update(weight=weight, start=start)
+        return families.build(config, (28, 28, 1))
+
+    plain, adversarial = build(0.0), build(5.0, start=1)
+    batch = {"image": _images(8)}
+    k_init, k_step, k_gen = jax.random.split(jax.random.key(0), 3)
+    s0, s1 = plain.init(k_init, batch), adversarial.init(k_init, batch)
+    assert isinstance(s0, objective.TrainState) and isinstance(s1, vae_family.AdversarialState)
+    same = lambda a, b: jax.tree_util.tree_all(jax.tree_util.tree_map(  # noqa: E731
+        lambda x, y: bool(jnp.array_equal(x, y)), a, b))
+    assert same(s0.params, s1.params)  # the same VAE, with a discriminator beside it
+
+    step0, step1 = jax.jit(plain.step), jax.jit(adversarial.step)
+    # Before ``start`` the VAE takes the plain update; the discriminator learns already.
+    n0, m0 = step0(s0, batch, k_step)
+    n1, m1 = step1(s1, batch, k_step)
+    assert same(n0.params, n1.params) and not same(n1.d_params, s1.d_params)
+    assert np.isfinite(m1["adv/d_loss"]) and np.isfinite(m1["adv/g_loss"]) and m1["adv/r1"] >= 0
+    # From ``start`` on, the ELBO terms are the same computation and the update differs.
+    k2 = jax.random.fold_in(k_step, 1)
+    (p0, m0), (p1, m1) = step0(n0, batch, k2), step1(n1, batch, k2)
+    np.testing.assert_allclose(m1["loss"], m0["loss"], rtol=1e-6)
+    assert not same(p0.params, p1.params) and int(p1.step) == 2
+
+    # The discriminator learns to tell the digits from their reconstructions.
+    state = p1
+    for i in range(10):
+        state, metrics = step1(state, batch, jax.random.fold_in(k_step, i + 2))
+    assert metrics["adv/d_real"] > metrics["adv/d_fake"]
+
+    # Generation reads the VAE parameters only: the same samples as a plain state holding them.
+    as_plain = n0.replace(params=state.params)
+    np.testing.assert_array_equal(jax.jit(adversarial.sample, static_argnums=2)(state, k_gen, 4),
+                                  jax.jit(plain.sample, static_argnums=2)(as_plain, k_gen, 4))
+
+    with pytest.raises(objective.ConfigError, match=r"loss\.adversary\.weight=-1\.0"):
+        build(-1.0)

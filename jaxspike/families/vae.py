@@ -13,21 +13,25 @@ The modules themselves are :class:`jaxspike.models.vae.SpikingVAE` and
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxspike import cells, losses
 from jaxspike import energy as energy_lib
 from jaxspike import objective as obj
 from jaxspike.local import stdp as local_stdp
 from jaxspike.models import stdp_frontend
+from jaxspike.models.gan import AnalogDiscriminator
 from jaxspike.models.vae import LIKELIHOODS, AnalogVAE, SpikingVAE
 
 Array = jax.Array
 
-__all__ = ["ELBO", "build", "make_model", "elbo_loss", "analog_elbo_loss", "annealed", "vae_objective",
+__all__ = ["ELBO", "Adversary", "AdversarialState", "build", "make_model", "elbo_loss", "analog_elbo_loss", "annealed", "vae_objective",
            "posterior_probs", "fit_mixture_prior"]
 
 # Fields of config.model that configure the family, not the flax module.
@@ -100,6 +104,65 @@ class ELBO:
         return dict(likelihood=self.likelihood, sigma=self.sigma, kl_weight=self.kl_weight,
                     mmd_weight=self.mmd_weight, free_bits=self.free_bits, spike_weight=self.spike_weight,
                     prior_full_kl=self.prior_full_kl)
+
+
+@dataclasses.dataclass(frozen=True)
+class Adversary:
+    """An adversarial term on the reconstructions; ``weight = 0`` is off.
+
+    ``config.loss.adversary``. A pointwise likelihood makes the decoder output the mean of every digit
+    its code could stand for, so edges come out grey even when the code is
+    informative (the analog twin's reconstructions are as grey). With
+    ``weight > 0`` a discriminator learns to tell training digits from their
+    reconstructions, and the VAE adds ``weight * softplus(-D(x_hat))`` per
+    example to its loss (VAE/GAN: Larsen et al. 2016, "Autoencoding beyond
+    pixels using a learned similarity metric", here on reconstructions only).
+    The discriminator is an analog LeakyReLU MLP used only in training: it
+    adds nothing to a generated sample's energy. Its loss is the
+    non-saturating one with an R1 penalty on real digits (Mescheder et al.
+    2018).
+
+    Attributes:
+      weight: nats per example of the adversarial term (0 = off).
+      hidden: the discriminator's hidden widths.
+      learning_rate: its Adam learning rate (b1 = 0.5).
+      r1_gamma: its R1 weight (0 = off).
+      start: updates before the term reaches the VAE (the discriminator
+        learns from the first); a decoder that meets the term before it can
+        reconstruct never learns to (Esser et al. 2021 start theirs late too).
+    """
+
+    weight: float = 0.0
+    hidden: tuple[int, ...] = (512, 256)
+    learning_rate: float = 2e-4
+    r1_gamma: float = 1.0
+    start: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        if not self.weight >= 0:
+            raise ValueError(f"Adversary weight={self.weight!r}: must be >= 0 (0 = off)")
+        if not (self.hidden and all(obj.is_int(n) and n >= 1 for n in self.hidden)):
+            raise ValueError(f"Adversary hidden={self.hidden!r}: layer widths must be ints >= 1")
+        if not self.learning_rate > 0:
+            raise ValueError(f"Adversary learning_rate={self.learning_rate!r}: must be > 0")
+        if not self.r1_gamma >= 0:
+            raise ValueError(f"Adversary r1_gamma={self.r1_gamma!r}: must be >= 0 (0 = off)")
+        if not obj.is_int(self.start) or self.start < 0:
+            raise ValueError(f"Adversary start={self.start!r}: must be an int >= 0 (updates)")
+
+
+@flax.struct.dataclass
+class AdversarialState:
+    """The state of a VAE trained with an :class:`Adversary`: the VAE's
+    parameters and optimiser state under the names :class:`~jaxspike.objective.TrainState`
+    uses, and the discriminator's."""
+
+    step: Array
+    params: Any
+    opt_state: Any
+    d_params: Any
+    d_opt: Any
 
 
 def annealed(start: float, end: float, steps: int, step) -> Array:
@@ -202,6 +265,7 @@ def elbo_loss(
     terms["loss"] = loss
     terms["elbo"] = -jnp.mean(recon + kl)
     terms["aux"] = aux
+    terms["logits"] = logits
     return loss, terms
 
 
@@ -229,7 +293,8 @@ def analog_elbo_loss(
     else:
         kl = losses.gaussian_kl(aux["mu"], aux["logvar"])
     loss = jnp.mean(recon + kl_weight * kl)
-    return loss, {"loss": loss, "recon": jnp.mean(recon), "kl": jnp.mean(kl), "elbo": -jnp.mean(recon + kl), "aux": aux}
+    return loss, {"loss": loss, "recon": jnp.mean(recon), "kl": jnp.mean(kl), "elbo": -jnp.mean(recon + kl), "aux": aux,
+                  "logits": logits}
 
 
 # ---------------------------------------------------------------------------
@@ -379,6 +444,7 @@ def build(config, image_shape: tuple[int, ...]) -> obj.Objective:
     model = make_model(config, image_shape)
     analog = isinstance(model, AnalogVAE)
     loss_fields = dict(config.loss)
+    adversary = obj.build("loss.adversary", Adversary, _tuples(dict(loss_fields.pop("adversary", {}))))
     if analog:
         loss_fields = {k: v for k, v in loss_fields.items() if k in _ANALOG_LOSS_FIELDS}
     elbo = obj.build("loss", ELBO, loss_fields)
@@ -386,10 +452,12 @@ def build(config, image_shape: tuple[int, ...]) -> obj.Objective:
     optimizer = obj.make_optimizer(config.optimizer, total_steps=config.total_steps)
     frontend = _load_frontend(config, model)
     cache = bool(config.model.get("frontend_cache", True))
-    return vae_objective(model, elbo, optimizer, frontend=frontend, cache_frontend=cache)
+    return vae_objective(model, elbo, optimizer, frontend=frontend, cache_frontend=cache,
+                         adversary=adversary if adversary.weight > 0 else None)
 
 
-def vae_objective(model, elbo: ELBO, optimizer, *, frontend=None, cache_frontend: bool = False) -> obj.Objective:
+def vae_objective(model, elbo: ELBO, optimizer, *, frontend=None, cache_frontend: bool = False,
+                  adversary: Adversary | None = None) -> obj.Objective:
     """The negative-ELBO objective of ``model`` (a :class:`SpikingVAE` or :class:`AnalogVAE`).
 
     Args:
@@ -402,6 +470,8 @@ def vae_objective(model, elbo: ELBO, optimizer, *, frontend=None, cache_frontend
         (``batch["frontend"]``) instead of running the front end every step.
         The spikes are the same; the front end needs no gradient here (its
         weights are constants and nothing upstream of it learns).
+      adversary: an adversarial term on the reconstructions (the state is
+        then an :class:`AdversarialState`), or ``None``.
     """
     analog = isinstance(model, AnalogVAE)
     fixed = elbo.terms() if not analog else {k: getattr(elbo, k) for k in _ANALOG_LOSS_FIELDS}
@@ -475,10 +545,70 @@ def vae_objective(model, elbo: ELBO, optimizer, *, frontend=None, cache_frontend
             first = jax.jit(lambda x: jax.lax.map(one, x, batch_size=256))(images)
             return {"frontend": np.asarray(first)}
 
-    return obj.loss_objective(
+    objective = obj.loss_objective(
         init, loss, optimizer, sample=sample, energy=energy, evaluate=evaluate, figures=figures,
         precompute=precompute, headline=("recon", "kl"),
     )
+    if adversary is None:
+        return objective
+    return _with_adversary(objective, init, loss, optimizer, adversary, model.image_shape)
+
+
+def _with_adversary(objective: obj.Objective, init_params, loss, optimizer, adv: Adversary, image_shape) -> obj.Objective:
+    """``objective`` trained with :class:`Adversary` ``adv``: the same sampling, energy,
+    evaluation and figures (they read ``state.params``), a two-network state and step."""
+    disc = AnalogDiscriminator(arch="mlp", hidden=adv.hidden)
+    d_tx = optax.adam(adv.learning_rate, b1=0.5)
+    shape = tuple(image_shape)
+
+    def init(key: Array, batch: dict) -> AdversarialState:
+        params = init_params(key, batch)  # the same VAE as without the adversary
+        d_params = disc.init(jax.random.fold_in(key, 1), batch["image"])["params"]
+        return AdversarialState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                                d_params=d_params, d_opt=d_tx.init(d_params))
+
+    def critic(d_params, images):
+        return disc.apply({"params": d_params}, images)[0]
+
+    def vae_total(params, d_params, inputs, key):
+        value, terms = loss(params, inputs, key)
+        fake = jax.nn.sigmoid(terms["logits"]).reshape((-1,) + shape)
+        adv_g = jnp.mean(losses.gan_g_loss("ns", critic(d_params, fake)))
+        weight = jnp.where(inputs["step"] >= adv.start, adv.weight, 0.0)
+        return value + weight * adv_g, (terms, fake, adv_g)
+
+    def d_total(d_params, real, fake):
+        batch = real.shape[0]
+        logits = critic(d_params, jnp.concatenate([real, fake], axis=0))
+        d_loss = jnp.mean(losses.gan_d_loss("ns", logits[:batch], logits[batch:]))
+        metrics = {"adv/d_loss": d_loss, "adv/d_real": jnp.mean(logits[:batch]), "adv/d_fake": jnp.mean(logits[batch:])}
+        total = d_loss
+        if adv.r1_gamma:
+            grads = jax.grad(lambda x: jnp.sum(critic(d_params, x)))(real)
+            r1 = jnp.mean(jnp.sum(grads.reshape(batch, -1) ** 2, axis=1))
+            total = total + 0.5 * adv.r1_gamma * r1
+            metrics["adv/r1"] = r1
+        return total, metrics
+
+    def step(state: AdversarialState, batch: dict, key: Array):
+        # The VAE steps against the current discriminator; the discriminator then learns on
+        # the same reconstructions (no second VAE pass).
+        inputs = {**batch, "step": state.step}
+        (_, (terms, fake, adv_g)), grads = jax.value_and_grad(vae_total, has_aux=True)(
+            state.params, state.d_params, inputs, key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        (_, d_metrics), d_grads = jax.value_and_grad(d_total, has_aux=True)(
+            state.d_params, batch["image"], jax.lax.stop_gradient(fake))
+        d_updates, d_opt = d_tx.update(d_grads, state.d_opt, state.d_params)
+        d_params = optax.apply_updates(state.d_params, d_updates)
+        metrics = obj.summarize_terms(terms)
+        metrics.update(d_metrics, **{"adv/g_loss": adv_g, "grad_norm": optax.tree.norm(grads),
+                                      "param_norm": optax.tree.norm(params), "adv/d_grad_norm": optax.tree.norm(d_grads)})
+        return AdversarialState(step=state.step + 1, params=params, opt_state=opt_state, d_params=d_params,
+                                d_opt=d_opt), metrics
+
+    return objective._replace(init=init, step=step)
 
 
 def _decoder_macs(model: AnalogVAE) -> float:

@@ -30,7 +30,7 @@ import dataclasses
 
 import ml_collections
 
-from jaxspike.families.vae import ELBO
+from jaxspike.families.vae import ELBO, Adversary
 from jaxspike.train import base_config
 from launch import configs
 from launch.configs import neuron
@@ -67,6 +67,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict(dataclasses.asdict(ELBO(
         free_bits=0.5, spike_weight=0.01, temperature_start=1.0, temperature_end=0.3, temperature_steps=2000,
     )))
+    # An adversarial term on the reconstructions (jaxspike.families.vae.Adversary); weight 0 = off.
+    config.loss.adversary = ml_collections.ConfigDict(dataclasses.asdict(Adversary()))
 
     config.optimizer = configs.adam(1e-3)
 
