@@ -125,12 +125,13 @@ def test_samplers_recover_a_point_mass_with_the_ideal_denoiser(sampler):
 def test_sampler_shapes_and_determinism(sampler):
     config = smoke(**{"loss.sampler": sampler, "loss.sample_steps": 4})
     objective = families.build(config, IMAGE)
-    state = objective.init(jax.random.key(0), batch_of(2))
-    a = np.asarray(objective.sample(state, jax.random.key(5), 3))
+    state = jax.jit(objective.init)(jax.random.key(0), batch_of(2))
+    sample = jax.jit(objective.sample, static_argnums=2)  # one program, as the loop runs it
+    a = np.asarray(sample(state, jax.random.key(5), 3))
     assert a.shape == (3,) + IMAGE and a.dtype == np.float32
     assert a.min() >= 0.0 and a.max() <= 1.0
-    np.testing.assert_array_equal(a, np.asarray(objective.sample(state, jax.random.key(5), 3)))
-    assert np.abs(a - np.asarray(objective.sample(state, jax.random.key(6), 3))).max() > 0
+    np.testing.assert_array_equal(a, np.asarray(sample(state, jax.random.key(5), 3)))
+    assert np.abs(a - np.asarray(sample(state, jax.random.key(6), 3))).max() > 0
     # A sample depends on its key alone, not on the batch it is drawn with.
     x0, aux = dif.sample(lambda x, t: (0.1 * x, {"calls": jnp.ones(x.shape[:1])}), dif.cosine_schedule(20),
                          jax.random.key(1), (2, 4, 4, 1), sampler=sampler, num_steps=5, eta=0.3, keep=3)
@@ -173,8 +174,8 @@ def test_energy_counts_every_denoiser_call():
     reports = {}
     for k in (3, 6):
         objective = families.build(smoke(**{"loss.sample_steps": k}), IMAGE)
-        state = objective.init(jax.random.key(0), batch_of(2))
-        layers = objective.energy(state, jax.random.key(2), 2)
+        state = jax.jit(objective.init)(jax.random.key(0), batch_of(2))
+        layers = jax.jit(objective.energy, static_argnums=2)(state, jax.random.key(2), 2)
         assert sorted(layers) == [f"call_{i}" for i in range(k)]
         total = energy_lib.energy_report(layers)
         calls = [energy_lib.energy_report(layers[name]) for name in sorted(layers)]
@@ -187,7 +188,7 @@ def test_energy_counts_every_denoiser_call():
         # Each call's counts are those of the denoiser run on that call's input: the first call sees x_T.
         x_T = jax.random.normal(jax.random.split(jax.random.key(2))[0], (2,) + IMAGE)
         model = dif.make_model(smoke(), IMAGE)
-        _, direct = model.apply({"params": state.ema}, x_T, jnp.full((2,), smoke().loss.timesteps - 1))
+        _, direct = jax.jit(model.apply)({"params": state.ema}, x_T, jnp.full((2,), smoke().loss.timesteps - 1))
         first = energy_lib.energy_report(direct)
         assert calls[0]["synops"] == pytest.approx(first["synops"], rel=1e-2)
         reports[k] = total

@@ -174,7 +174,7 @@ def test_same_key_same_filters_and_training_changes_them(key):
     assert float(a.w1.min()) >= 0 and float(a.w1.max()) <= 1
     # Layer 2 then the decision layer run end to end.
     a2, _ = jax.jit(net.make_stdp_step(TINY, 2))(a, images, 0)
-    fired, early, aux = net.features(a2, images, TINY)
+    fired, early, aux = jax.jit(net.features, static_argnums=2)(a2, images, TINY)
     assert fired.shape == (4, 4, 4, TINY.c2) and early.shape == fired.shape
     assert float(aux["synops1"].min()) > 0
     labels, rates = jnp.array([0, 1, 2, 3]), jnp.array([0.004, -0.003, -0.004, 0.0005])
@@ -184,7 +184,8 @@ def test_same_key_same_filters_and_training_changes_them(key):
     assert w3.min() >= np.float32(0.2) and w3.max() <= np.float32(0.8)
     # Dropout: a switched-off decision map never wins; the draws come from the key alone.
     active = jnp.zeros((4, w3.shape[-1]), bool).at[:, 1].set(True)
-    np.testing.assert_array_equal(np.asarray(net.decide(a2.w3, fired, TINY, active)[1]), [1, 1, 1, 1])
+    decide = jax.jit(net.decide, static_argnums=2)
+    np.testing.assert_array_equal(np.asarray(decide(a2.w3, fired, TINY, active)[1]), [1, 1, 1, 1])
     dropped = jax.jit(net.make_rstdp_epoch(TINY, batch=4, decide_every=2, dropout=0.5))
     runs = [dropped(a2.w3, jnp.array([0.9, 0.1]), fired, labels, jnp.arange(4), rates, True, jax.random.key(k))[0]
             for k in (1, 1, 2)]
