@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -15,6 +17,7 @@ __all__ = [
     "GAN_LOSSES",
     "gan_d_loss",
     "gan_g_loss",
+    "r1_penalty",
     "rate_band_penalty",
     "bernoulli_kl",
     "bernoulli_kl_per_unit",
@@ -229,6 +232,16 @@ def gan_g_loss(kind: str, d_fake: Array) -> Array:
     if kind in ("hinge", "wgan_gp"):
         return -d_fake
     raise ValueError(f"GAN loss must be one of {GAN_LOSSES}, got {kind!r}")
+
+
+def r1_penalty(critic: Callable[[Array], Array], real: Array) -> Array:
+    """Per-example ``||grad_x D(x)||^2`` on real images ``[B, ...]`` (R1; Mescheder et al. 2018).
+
+    ``critic`` maps a batch to per-example logits; the penalty is usually
+    weighted by ``gamma / 2``.
+    """
+    grads = jax.grad(lambda x: jnp.sum(critic(x)))(real)
+    return jnp.sum(grads.reshape(real.shape[0], -1) ** 2, axis=1)
 
 
 def check_band(band) -> tuple[float, float]:

@@ -194,8 +194,7 @@ def make_gan_step(generator, discriminator, g_tx: optax.GradientTransformation, 
             per_example = per_example + cfg.cr_weight * (cr[:batch] + cr[batch:])
             metrics["cr"] = jnp.mean(cr)
         if cfg.r1_gamma:
-            grads = jax.grad(lambda x: jnp.sum(disc(d_params, x, k_gp)[0]))(real)
-            r1 = jnp.sum(grads.reshape(batch, -1) ** 2, axis=1)
+            r1 = losses.r1_penalty(lambda x: disc(d_params, x, k_gp)[0], real)
             per_example = per_example + 0.5 * cfg.r1_gamma * r1
             metrics["r1"] = jnp.mean(r1)
         d_loss = jnp.mean(per_example)

@@ -31,8 +31,8 @@ from jaxspike.models.vae import LIKELIHOODS, AnalogVAE, SpikingVAE
 
 Array = jax.Array
 
-__all__ = ["ELBO", "Adversary", "AdversarialState", "build", "make_model", "elbo_loss", "analog_elbo_loss", "annealed", "vae_objective",
-           "posterior_probs", "fit_mixture_prior"]
+__all__ = ["ELBO", "Adversary", "AdversarialState", "build", "make_model", "elbo_loss", "analog_elbo_loss",
+           "annealed", "vae_objective", "posterior_probs", "fit_mixture_prior"]
 
 # Fields of config.model that configure the family, not the flax module.
 _FAMILY_FIELDS = ("name", "frontend", "frontend_cache")
@@ -108,9 +108,9 @@ class ELBO:
 
 @dataclasses.dataclass(frozen=True)
 class Adversary:
-    """An adversarial term on the reconstructions; ``weight = 0`` is off.
+    """An adversarial term on the reconstructions (``config.loss.adversary``); ``weight = 0`` is off.
 
-    ``config.loss.adversary``. A pointwise likelihood makes the decoder output the mean of every digit
+    A pointwise likelihood makes the decoder output the mean of every digit
     its code could stand for, so edges come out grey even when the code is
     informative (the analog twin's reconstructions are as grey). With
     ``weight > 0`` a discriminator learns to tell training digits from their
@@ -584,8 +584,7 @@ def _with_adversary(objective: obj.Objective, init_params, loss, optimizer, adv:
         metrics = {"adv/d_loss": d_loss, "adv/d_real": jnp.mean(logits[:batch]), "adv/d_fake": jnp.mean(logits[batch:])}
         total = d_loss
         if adv.r1_gamma:
-            grads = jax.grad(lambda x: jnp.sum(critic(d_params, x)))(real)
-            r1 = jnp.mean(jnp.sum(grads.reshape(batch, -1) ** 2, axis=1))
+            r1 = jnp.mean(losses.r1_penalty(lambda x: critic(d_params, x), real))
             total = total + 0.5 * adv.r1_gamma * r1
             metrics["adv/r1"] = r1
         return total, metrics
