@@ -24,7 +24,6 @@ from jaxspike.train import io
 from launch.configs import gan as gan_config
 
 
-
 def smoke(variant="smoke", **overrides):
     config = gan_config.get_config(variant)
     config.num_devices = 1

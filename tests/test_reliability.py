@@ -27,7 +27,6 @@ from jaxspike.train import io, resume
 from launch.configs import vae as vae_config
 
 
-
 def smoke(**overrides):
     config = vae_config.get_config("smoke")
     config.update(num_devices=1, num_grid=0, **overrides)
